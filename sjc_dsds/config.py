@@ -1,0 +1,311 @@
+"""Every flag group as a pydantic model, cross-field rules, YAML dump/load (imports no torch)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ViewLabel = Literal["front", "side", "back", "overhead"]
+VIEW_LABELS: tuple[str, ...] = ("front", "side", "back", "overhead")
+
+# SJC's overhead rule is v < 30 deg with cos(polar) = 1 - 2 v / pi, i.e. elevation > arcsin(2/3).
+SJC_OVERHEAD_ELEVATION_DEG = math.degrees(math.asin(2.0 / 3.0))
+
+
+class Group(BaseModel):
+    """Base for every flag group: unknown keys are errors; assignments are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SDConfig(Group):
+    """Stable Diffusion score model (`--sd.*`)."""
+
+    variant: Literal["v1", "v2", "v2_highres"] = Field(
+        "v1", description="SD 1.x (epsilon), SD 2.x base 512 (epsilon) or 2.x 768 (v-prediction)."
+    )
+    v2_highres: bool = Field(
+        False, description="SJC spelling of --sd.variant v2_highres (only with variant v2)."
+    )
+    prompt: str = Field(
+        "A high quality photo of a delicious burger", description="Text prompt of the object."
+    )
+    negative_prompt: str = Field(
+        "", description="Text of the unconditional branch of guidance ('' as in SJC)."
+    )
+    scale: float = Field(
+        100.0, ge=0, description="Classifier-free guidance scale s in eps_u + s (eps_c - eps_u)."
+    )
+    precision: Literal["autocast", "fp32", "fp16", "bf16"] = Field(
+        "autocast",
+        description="UNet/VAE precision; autocast = fp16 autocast on CUDA. CPU always runs fp32.",
+    )
+    model_id: str | None = Field(
+        None,
+        description="Hub id, local folder or single .ckpt/.safetensors file; default per variant.",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+
+    @model_validator(mode="after")
+    def _highres_is_a_v2_variant(self) -> SDConfig:
+        if self.v2_highres and self.variant == "v1":
+            raise ValueError("--sd.v2_highres True needs --sd.variant v2 (got v1)")
+        return self
+
+    @property
+    def resolved_variant(self) -> str:
+        """The variant after applying SJC's `v2_highres` switch."""
+        return "v2_highres" if (self.variant == "v2" and self.v2_highres) else self.variant
+
+
+class ToyConfig(Group):
+    """Synthetic world with an exact score model (`--toy.*`, used with --family toy)."""
+
+    scene: Literal["head", "animal", "bicolor"] = Field(
+        "head", description="Ground-truth object whose renders form the image prior."
+    )
+    front_bias: float = Field(
+        0.5, ge=0, le=1, description="Fraction of prior images drawn from near-front views."
+    )
+    n_images: int = Field(512, ge=1, description="Number of rendered images in the prior.")
+
+
+class VoxConfig(Group):
+    """Voxel radiance field and ray marching (`--vox.*`)."""
+
+    model_type: Literal["V_SD", "V_SJC"] | None = Field(
+        None,
+        description="V_SD: identity features (latents); V_SJC: 2 sigmoid - 1 colours; "
+        "default follows --family.",
+    )
+    bbox_len: float = Field(1.0, gt=0, description="Half side of the scene box [-len, len]^3.")
+    grid_size: tuple[int, int, int] = Field(
+        (100, 100, 100),
+        description="Voxels per side: one integer for a cube, or x,y,z.",
+    )
+    step_ratio: float = Field(0.5, gt=0, description="Ray-march step as a fraction of one voxel.")
+    density_shift: float = Field(-1.0, description="Added to the raw density before softplus.")
+    ray_march_weight_thres: float = Field(
+        1e-4, ge=0, description="Skip feature lookups for samples with weight <= this."
+    )
+    c: int | None = Field(
+        None, ge=1, description="Feature channels; default follows --family (4 for sd, 3 for toy)."
+    )
+    blend_bg_texture: bool = Field(True, description="Blend a learned background texture.")
+    bg_texture_hw: int = Field(4, ge=1, description="Side of the background texture.")
+    alpha_mask: bool = Field(
+        False, description="Prune empty space with a max-pooled alpha mask (off in SJC)."
+    )
+    alpha_mask_thres: float = Field(
+        0.08, ge=0, le=1, description="Voxel alpha below which space counts as empty."
+    )
+
+    @field_validator("grid_size", mode="before")
+    @classmethod
+    def _cube_from_int(cls, value: object) -> object:
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            text = str(value)
+            if "," in text:
+                return tuple(part.strip() for part in text.split(","))
+            return (value, value, value)
+        return value
+
+    @field_validator("grid_size")
+    @classmethod
+    def _grid_at_least_two(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
+        if min(value) < 2:
+            raise ValueError(f"must have every side >= 2 (got {','.join(map(str, value))})")
+        return value
+
+
+class PoseConfig(Group):
+    """Training cameras, view labels and the test spiral (`--pose.*`)."""
+
+    rend_hw: int = Field(64, ge=2, description="Side of the rendered image in pixels.")
+    FoV: float = Field(60.0, gt=0, lt=180, description="Test-spiral horizontal field of view.")
+    R: float = Field(1.5, gt=0, description="Camera distance from the origin.")
+    train_fov_min_deg: float = Field(
+        40.0, gt=0, lt=180, description="Smallest training field of view."
+    )
+    train_fov_max_deg: float = Field(
+        70.0, gt=0, lt=180, description="Largest training field of view."
+    )
+    polar_max_deg: float = Field(
+        100.0, gt=0, le=180, description="SJC's polar parameter v ~ U(0, this); 100 in SJC."
+    )
+    front_half_width_deg: float = Field(
+        45.0, ge=0, le=180, description="Azimuths within this of 0 deg are labelled front."
+    )
+    back_half_width_deg: float = Field(
+        45.0, ge=0, le=180, description="Azimuths within this of 180 deg are labelled back."
+    )
+    overhead_min_elevation_deg: float = Field(
+        SJC_OVERHEAD_ELEVATION_DEG,
+        ge=-90,
+        le=90,
+        description="Elevations above this are labelled overhead (SJC: arcsin(2/3) = 41.81).",
+    )
+    n_test_frames: int = Field(100, ge=1, description="Frames of the test spiral.")
+    test_rounds: int = Field(3, ge=1, description="Turns of the test spiral.")
+
+    @model_validator(mode="after")
+    def _ranges_are_ordered(self) -> PoseConfig:
+        if self.train_fov_min_deg > self.train_fov_max_deg:
+            raise ValueError(
+                "--pose.train_fov_min_deg must be <= --pose.train_fov_max_deg "
+                f"(got {self.train_fov_min_deg} > {self.train_fov_max_deg})"
+            )
+        if self.front_half_width_deg + self.back_half_width_deg > 180:
+            raise ValueError(
+                "--pose.front_half_width_deg + --pose.back_half_width_deg must be <= 180"
+            )
+        return self
+
+
+class ViewPromptConfig(Group):
+    """Text of each view's prompt (`--view.*`)."""
+
+    style: Literal["prefix", "suffix"] = Field(
+        "prefix", description="prefix: '<front> view of {prompt}' (SJC); suffix: '{prompt}, ...'."
+    )
+    front: str = Field("front", description="View word of the front view.")
+    side: str = Field("side", description="View word of the side views.")
+    back: str = Field("backside", description="View word of the back view (SJC: backside).")
+    overhead: str = Field("overhead", description="View word of the overhead view.")
+    prompt_front: str | None = Field(None, description="Manual full prompt for front views.")
+    prompt_side: str | None = Field(None, description="Manual full prompt for side views.")
+    prompt_back: str | None = Field(None, description="Manual full prompt for back views.")
+    prompt_overhead: str | None = Field(None, description="Manual full prompt for overhead views.")
+
+
+class PromptDebiasConfig(Group):
+    """D-SDS prompt debiasing with a masked language model (`--lm.*`)."""
+
+    model_id: str = Field("bert-base-uncased", description="Masked LM: hub id or local folder.")
+    revision: str | None = Field(None, description="Hub revision of the masked LM.")
+    template: str = Field(
+        "This image is depicting a [MASK] view of {prompt}",
+        description="Probe sentence; [MASK] is replaced by the LM's mask token.",
+    )
+    view_words: tuple[str, str, str, str] = Field(
+        ("front", "side", "back", "overhead"),
+        description="LM words for front,side,back,overhead (each a single token).",
+    )
+    threshold: float = Field(
+        0.95, gt=0, description="Drop a word for a view when its ratio is below this."
+    )
+    mix: float = Field(
+        0.5, ge=0, le=1, description="Weight of P(view|prompt without word) in the ratio's mean."
+    )
+    candidate_ids: tuple[int, ...] | None = Field(
+        None, description="0-based word indices that may be dropped (comma list); default all."
+    )
+
+
+class SJCConfig(Group):
+    """Everything one run needs; saved as <run_dir>/config.yaml."""
+
+    family: Literal["sd", "toy"] = Field("sd", description="Score model family.")
+    lr: float = Field(0.05, gt=0, description="Adamax learning rate of the voxel grids.")
+    bg_lr: float = Field(1e-4, ge=0, description="Adamax learning rate of the background.")
+    n_steps: int = Field(10_000, gt=0, description="Optimisation steps.")
+    emptiness_scale: float = Field(10.0, ge=0, description="k in log(1 + k w).")
+    emptiness_weight: float = Field(10_000.0, ge=0, description="Weight of the emptiness loss.")
+    emptiness_step: float = Field(
+        0.5, ge=0, le=1, description="Fraction of n_steps after which the multiplier applies."
+    )
+    emptiness_multiplier: float = Field(
+        20.0, ge=0, description="Emptiness weight multiplier from emptiness_step on."
+    )
+    depth_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Centre-depth loss weight; intended sign (centre nearer), fixing sjc#21.",
+    )
+    var_red: bool = Field(True, description="Score (D - y)/sigma (True) or (D - z)/sigma (False).")
+    score_thres: float = Field(
+        8.0, description="D-SDS elementwise score clip; <= 0 turns score debiasing off."
+    )
+    score_dynamic: bool = Field(True, description="Grow the score threshold linearly over the run.")
+    score_thres_start: float = Field(
+        0.25, ge=0, le=1, description="Fraction of score_thres at step 0 when dynamic."
+    )
+    prompt_debias: bool = Field(False, description="D-SDS prompt debiasing with a masked LM.")
+    seed: int = Field(0, ge=0, description="Seed of every random draw of the run.")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    out_dir: str | None = Field(
+        None, description="Run directory; default outputs/<prompt-slug>/<time>."
+    )
+    save_every: int | None = Field(
+        None, ge=1, description="Checkpoint cadence in steps; default n_steps / 10."
+    )
+    vis_every: int | None = Field(
+        None, ge=1, description="Snapshot cadence in steps; default n_steps / 100 (SJC)."
+    )
+    log_every: int = Field(1, ge=1, description="Write metrics.jsonl every this many steps.")
+    sd: SDConfig = Field(default_factory=SDConfig)
+    toy: ToyConfig = Field(default_factory=ToyConfig)
+    vox: VoxConfig = Field(default_factory=VoxConfig)
+    pose: PoseConfig = Field(default_factory=PoseConfig)
+    view: ViewPromptConfig = Field(default_factory=ViewPromptConfig)
+    lm: PromptDebiasConfig = Field(default_factory=PromptDebiasConfig)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda", "mps") or value.startswith("cuda:"):
+            return value
+        raise ValueError(f"must be one of auto, cpu, cuda, cuda:N, mps (got {value!r})")
+
+    @model_validator(mode="after")
+    def _field_follows_family(self) -> SJCConfig:
+        expected_c = 4 if self.family == "sd" else 3
+        expected_type = "V_SD" if self.family == "sd" else "V_SJC"
+        if self.vox.c is None:
+            self.vox.c = expected_c
+        elif self.vox.c != expected_c:
+            raise ValueError(
+                f"--vox.c must be {expected_c} with --family {self.family} (got {self.vox.c})"
+            )
+        if self.vox.model_type is None:
+            self.vox.model_type = expected_type
+        manual = [self.view.prompt_front, self.view.prompt_side, self.view.prompt_back]
+        if self.prompt_debias and any(p is not None for p in manual + [self.view.prompt_overhead]):
+            raise ValueError(
+                "--prompt_debias True cannot be combined with manual --view.prompt_* prompts"
+            )
+        return self
+
+    @property
+    def prompt(self) -> str:
+        """The user prompt of the active family."""
+        return self.sd.prompt
+
+    @property
+    def vis_interval(self) -> int:
+        """Snapshot cadence in steps (SJC: 1 % of the run)."""
+        return self.vis_every or max(1, self.n_steps // 100)
+
+    @property
+    def save_interval(self) -> int:
+        """Checkpoint cadence in steps."""
+        return self.save_every or max(1, self.n_steps // 10)
+
+
+def dump_config(cfg: SJCConfig) -> str:
+    """YAML text of a config; `load_config_text(dump_config(cfg)) == cfg`."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def load_config_text(text: str) -> SJCConfig:
+    """Parse YAML text into a validated config."""
+    return SJCConfig.model_validate(yaml.safe_load(text) or {})
+
+
+def load_config(path: str | Path) -> SJCConfig:
+    """Read a config.yaml written by `dump_config`."""
+    return load_config_text(Path(path).read_text())

@@ -1,0 +1,1 @@
+"""Tiny random BERT masked LM saved with save_pretrained (prompt-debiasing work)."""
