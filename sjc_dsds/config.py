@@ -72,6 +72,7 @@ class ToyConfig(Group):
         0.5, ge=0, le=1, description="Fraction of prior images drawn from near-front views."
     )
     n_images: int = Field(512, ge=1, description="Number of rendered images in the prior.")
+    prompt: str | None = Field(None, description="Prompt; default is the scene's own caption.")
 
 
 class VoxConfig(Group):
@@ -283,6 +284,8 @@ class SJCConfig(Group):
     @property
     def prompt(self) -> str:
         """The user prompt of the active family."""
+        if self.family == "toy":
+            return self.toy.prompt or f"a {self.toy.scene}"
         return self.sd.prompt
 
     @property
