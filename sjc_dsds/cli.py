@@ -218,8 +218,10 @@ def _parse_bool(name: str, value: str) -> bool:
     raise ConfigError(f"--{name} must be True/False/true/false/1/0 (got {value!r})")
 
 
-def _coerce(name: str, raw: str, info: FieldInfo) -> Any:
+def _coerce(name: str, raw: Any, info: FieldInfo) -> Any:
     """Turn a flag's text into what pydantic validates: lists, None and lenient integers."""
+    if not isinstance(raw, str):
+        return raw
     inner, optional = _strip_optional(info.annotation)
     if optional and raw.lower() in ("none", "null"):
         return None
@@ -292,9 +294,16 @@ def _describe_error(error: dict[str, Any]) -> str:
     return f"{where} {allowed} (got {got!r})"
 
 
-def build_config(overrides: dict[str, str], base: dict[str, Any] | None = None) -> SJCConfig:
-    """Validate `base` (a loaded YAML dict) updated by flag overrides; errors are ConfigErrors."""
+def build_config(overrides: dict[str, Any], base: dict[str, Any] | None = None) -> SJCConfig:
+    """Validate `base` (a loaded YAML dict) updated by flag overrides; errors are ConfigErrors.
+
+    `overrides` maps dotted flag names to flag text or Python values:
+    `build_config({"sd.prompt": "a toucan", "score_thres": 4.0})`.
+    """
     known = dict(iter_flags())
+    for name in overrides:
+        if name not in known:
+            raise ConfigError(f"unknown flag --{name}{_suggest(name, list(known))}")
     coerced = {name: _coerce(name, raw, known[name]) for name, raw in overrides.items()}
     data = _merge(base or {}, _nest(coerced))
     try:
