@@ -40,6 +40,7 @@ ACTION_FLAGS: tuple[ActionFlag, ...] = (
     ActionFlag("overwrite", "", "Replace an existing run directory instead of refusing."),
     ActionFlag("print_config", "", "Print the resolved config as YAML and exit."),
     ActionFlag("help", "", "Show this help and exit."),
+    ActionFlag("help_markdown", "", "Print the README's flag table (Markdown) and exit."),
 )
 _BARE_ACTIONS = {flag.name for flag in ACTION_FLAGS if not flag.metavar}
 
@@ -157,7 +158,8 @@ def flag_table_markdown() -> str:
     lines = ["| flag | type | default | description |", "| --- | --- | --- | --- |"]
     for flag, type_name, default, description in flag_rows():
         text = description.rsplit(" [", 1)[0]
-        lines.append(f"| `{flag}` | {type_name} | `{default}` | {text} |".replace("`''`", "`''`"))
+        type_text = type_name.replace("|", "\\|")
+        lines.append(f"| `{flag}` | {type_text} | `{default}` | {text} |")
     return "\n".join(lines)
 
 
@@ -349,6 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parsed = parse_args(argv)
         if parsed.actions.get("help"):
             print(help_text())
+            return 0
+        if parsed.actions.get("help_markdown"):
+            print(flag_table_markdown())
             return 0
         if "resume" in parsed.actions and "eval_only" in parsed.actions:
             raise ConfigError("--resume and --eval_only cannot be combined")

@@ -137,3 +137,10 @@ def test_help_does_not_import_torch() -> None:
 def test_print_config_prints_reloadable_yaml(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--sd.prompt", "a toucan", "--print_config"]) == 0
     assert load_config_text(capsys.readouterr().out).sd.prompt == "a toucan"
+
+
+def test_readme_flag_table_is_current() -> None:
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("<!-- flags:start -->\n") + len("<!-- flags:start -->\n")
+    end = readme.index("\n<!-- flags:end -->")
+    assert readme[start:end] == flag_table_markdown(), "regenerate with flag_table_markdown()"
