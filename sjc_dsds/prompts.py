@@ -1,0 +1,130 @@
+"""View-dependent prompts: the text of each view label's prompt and its cached conditioning.
+
+SJC prefixes the user prompt with the view ("front view of ...", "backside view of ...", spec A.8);
+D-SDS prompt debiasing may first drop words from a view's copy of the prompt (spec C.4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from sjc_dsds.config import VIEW_LABELS, SJCConfig, ViewPromptConfig
+from sjc_dsds.prompt_debiasing import DebiasResult, ViewProbe, debias_from_config
+from sjc_dsds.score import Conditioning, ScoreModel
+
+
+def view_word(label: str, view: ViewPromptConfig) -> str:
+    """The word naming view `label` in prompts (`--view.front` ... `--view.overhead`)."""
+    if label not in VIEW_LABELS:
+        raise ValueError(f"view label must be one of {', '.join(VIEW_LABELS)} (got {label!r})")
+    return getattr(view, label)
+
+
+def view_prompt_text(prompt: str, label: str, view: ViewPromptConfig) -> str:
+    """Full text for one view: "front view of {prompt}" (prefix, SJC) or "{prompt}, front view".
+
+    An empty prompt (every word dropped by debiasing) gives the bare "front view".
+    """
+    word = view_word(label, view)
+    if not prompt:
+        return f"{word} view"
+    if view.style == "prefix":
+        return f"{word} view of {prompt}"
+    return f"{prompt}, {word} view"
+
+
+def manual_prompt(label: str, view: ViewPromptConfig) -> str | None:
+    """The user's hand-written full prompt for `label` (`--view.prompt_<label>`), if any."""
+    return getattr(view, f"prompt_{label}")
+
+
+@dataclass(frozen=True)
+class ViewPrompts:
+    """The text given to the score model for each view label; both side quadrants share one.
+
+    `user_prompts` holds the user prompt of each view before the view words are added (after
+    debiasing's word drops when debiasing ran); `manual` names the labels written by hand.
+    """
+
+    texts: dict[str, str]
+    user_prompts: dict[str, str] = field(default_factory=dict)
+    manual: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, cfg: SJCConfig, debiased: dict[str, str] | None = None) -> ViewPrompts:
+        """Per-view texts from `cfg.prompt` and `--view.*`; `debiased` replaces the user prompt.
+
+        A manual `--view.prompt_<label>` is used verbatim for its label.
+        """
+        texts, user_prompts, manual = {}, {}, []
+        for label in VIEW_LABELS:
+            user_prompts[label] = debiased[label] if debiased is not None else cfg.prompt
+            written = manual_prompt(label, cfg.view)
+            if written is not None:
+                texts[label] = written
+                manual.append(label)
+            else:
+                texts[label] = view_prompt_text(user_prompts[label], label, cfg.view)
+        return cls(texts=texts, user_prompts=user_prompts, manual=tuple(manual))
+
+    def text(self, label: str) -> str:
+        """The full prompt text for view `label`."""
+        if label not in self.texts:
+            raise ValueError(f"view label must be one of {', '.join(self.texts)} (got {label!r})")
+        return self.texts[label]
+
+    def encode(self, model: ScoreModel, negative_prompt: str = "") -> dict[str, Conditioning]:
+        """Encode every view's text once (the score model caches by text), before the loop."""
+        return {label: model.condition(self.texts[label], negative_prompt) for label in self.texts}
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON record of the texts (part of the run's prompts.json)."""
+        return {
+            "texts": dict(self.texts),
+            "user_prompts": dict(self.user_prompts),
+            "manual": list(self.manual),
+        }
+
+
+def build_view_prompts(
+    cfg: SJCConfig, device: torch.device, probe: ViewProbe | None = None
+) -> tuple[ViewPrompts, DebiasResult | None]:
+    """The run's view prompts; with `--prompt_debias True`, debias first (loads, frees the LM)."""
+    if not cfg.prompt_debias:
+        return ViewPrompts.from_config(cfg), None
+    result = debias_from_config(cfg, device, probe)
+    return ViewPrompts.from_config(cfg, result.prompts), result
+
+
+def prompts_record(prompts: ViewPrompts, debias: DebiasResult | None = None) -> dict[str, Any]:
+    """What a run saves as prompts.json: per-view texts and, when it ran, the debiasing record."""
+    record: dict[str, Any] = {"view_prompts": prompts.to_json()}
+    record["prompt_debiasing"] = debias.to_json() if debias is not None else None
+    return record
+
+
+def format_prompts_report(prompts: ViewPrompts, debias: DebiasResult | None = None) -> str:
+    """Readable multi-line report: view probabilities, each word's ratios, per-view texts."""
+    lines = []
+    if debias is not None:
+        header = "".join(f"{label:>10}" for label in VIEW_LABELS)
+        lines.append(f"prompt debiasing of {debias.prompt!r}")
+        lines.append(f"{'':24}{header}")
+        full = "".join(f"{debias.full[label]:10.4f}" for label in VIEW_LABELS)
+        lines.append(f"{'P(view | prompt)':24}{full}")
+        lines.append(
+            f"ratio per word (dropped for a view when < {debias.threshold:g}; mix {debias.mix:g})"
+        )
+        for entry in debias.ratios:
+            name = f"{entry['index']:>3} {entry['word']}"[:22]
+            ratios = "".join(f"{entry['ratio'][label]:10.4f}" for label in VIEW_LABELS)
+            dropped = ", ".join(entry["dropped"]) or "-"
+            lines.append(f"  {name:22}{ratios}   dropped: {dropped}")
+    lines.append("view prompts:")
+    for label, text in prompts.texts.items():
+        note = " (manual)" if label in prompts.manual else ""
+        lines.append(f"  {label:9} {text}{note}")
+    return "\n".join(lines)
