@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
+from collections import Counter
 
 import pytest
 import torch
 
-from sjc_dsds.config import VIEW_LABELS, SJCConfig, ViewPromptConfig
+from sjc_dsds.config import VIEW_LABELS, PoseConfig, SJCConfig, ViewPromptConfig
 from sjc_dsds.prompts import (
     ViewPrompts,
     build_view_prompts,
@@ -137,3 +139,50 @@ def test_build_view_prompts_applies_debiasing_only_when_enabled() -> None:
     # Spec C.6 ratios for "smiling": front 1.2, side 0.889, back 0.571, overhead 1.0.
     assert "1.2000    0.8889    0.5714    1.0000   dropped: side, back" in report
     assert "backside view of a rabbit" in report
+
+
+def _expected_shares(pose: PoseConfig) -> dict[str, float]:
+    """Closed-form label shares of SJC's sampler (spec A.8).
+
+    sin(elevation) = cos(polar) = 1 - 2 v / pi with v ~ U(0, polar_max), so overhead
+    (elevation > e0) means v < (pi / 2)(1 - sin e0); the azimuth is uniform and independent.
+    """
+    polar_max = math.radians(pose.polar_max_deg)
+    cutoff = (math.pi / 2) * (1 - math.sin(math.radians(pose.overhead_min_elevation_deg)))
+    overhead = min(1.0, cutoff / polar_max)
+    front = (1 - overhead) * 2 * pose.front_half_width_deg / 360
+    back = (1 - overhead) * 2 * pose.back_half_width_deg / 360
+    return {"front": front, "side": 1 - overhead - front - back, "back": back, "overhead": overhead}
+
+
+@pytest.mark.parametrize(
+    ("ranges", "shares"),
+    [
+        # SJC defaults: overhead (1/3)(pi/2)/(5 pi/9) = 0.3, front = back = 0.7/4, side 0.7/2.
+        ({}, {"front": 0.175, "side": 0.35, "back": 0.175, "overhead": 0.30}),
+        # Overhead above 60 deg: 0.9 (1 - sin 60) = 0.1206; front 0.8794/6, back 0.8794/3.
+        (
+            {
+                "front_half_width_deg": 30.0,
+                "back_half_width_deg": 60.0,
+                "overhead_min_elevation_deg": 60.0,
+            },
+            {"front": 0.14657, "side": 0.43971, "back": 0.29314, "overhead": 0.12058},
+        ),
+    ],
+)
+def test_view_label_shares_match_sjc_over_sampled_cameras(
+    ranges: dict[str, float], shares: dict[str, float]
+) -> None:
+    from sjc_dsds.cameras import sample_train_views
+
+    pose = PoseConfig(**ranges)
+    assert _expected_shares(pose) == pytest.approx(shares, abs=1e-5)  # the hand numbers above
+    n_views = 40_000
+    views = sample_train_views(n_views, pose, torch.Generator().manual_seed(0))
+    counts = Counter(view.label for view in views)
+    assert set(counts) == set(VIEW_LABELS)
+    for label, share in shares.items():
+        # Five binomial standard deviations: sqrt(p (1 - p) / n) <= 0.0025 at n = 40000.
+        tolerance = 5 * math.sqrt(share * (1 - share) / n_views)
+        assert counts[label] / n_views == pytest.approx(share, abs=tolerance), label
