@@ -88,6 +88,15 @@ class ViewPrompts:
             "manual": list(self.manual),
         }
 
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> ViewPrompts:
+        """Rebuild from `to_json()` (a resumed run reuses its saved texts without the LM)."""
+        return cls(
+            texts=dict(record["texts"]),
+            user_prompts=dict(record.get("user_prompts", {})),
+            manual=tuple(record.get("manual", ())),
+        )
+
 
 def build_view_prompts(
     cfg: SJCConfig, device: torch.device, probe: ViewProbe | None = None

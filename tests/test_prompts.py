@@ -134,6 +134,7 @@ def test_build_view_prompts_applies_debiasing_only_when_enabled() -> None:
     assert prompts.text("front") == "front view of a smiling rabbit"
     record = json.loads(json.dumps(prompts_record(prompts, result)))
     assert record["view_prompts"]["texts"] == prompts.texts
+    assert ViewPrompts.from_json(record["view_prompts"]) == prompts
     assert record["prompt_debiasing"]["words"][1]["dropped"] == ["side", "back"]
     report = format_prompts_report(prompts, result)
     # Spec C.6 ratios for "smiling": front 1.2, side 0.889, back 0.571, overhead 1.0.
