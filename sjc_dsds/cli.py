@@ -6,6 +6,7 @@ Torch, diffusers and transformers are imported only after parsing, so `--help` s
 from __future__ import annotations
 
 import difflib
+import logging
 import sys
 import types
 import typing
@@ -372,6 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _execute(cfg: SJCConfig, parsed: ParsedArgs) -> int:
     """Run training or evaluation; heavy imports happen here, after the config is valid."""
+    package_logger = logging.getLogger("sjc_dsds")
+    if not package_logger.handlers:
+        package_logger.addHandler(logging.StreamHandler())
+        package_logger.setLevel(logging.INFO)
     from sjc_dsds import optimize
 
     if "eval_only" in parsed.actions:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -20,7 +21,12 @@ from sjc_dsds.config import SJCConfig, dump_config, load_config_text
 from sjc_dsds.errors import CheckpointError, NonFiniteError
 from sjc_dsds.field import VoxelRadianceField
 from sjc_dsds.losses import center_depth_loss, emptiness_loss, emptiness_weight_at
-from sjc_dsds.prompts import ViewPrompts
+from sjc_dsds.prompts import (
+    ViewPrompts,
+    build_view_prompts,
+    format_prompts_report,
+    prompts_record,
+)
 from sjc_dsds.render import RenderOutput, render_view
 from sjc_dsds.run_dir import MetricsLog, RunDir, create_run_dir, default_run_dir, write_json
 from sjc_dsds.runtime import make_generator, resolve_device, seed_everything
@@ -54,21 +60,21 @@ def build_score_model(cfg: SJCConfig, device: torch.device) -> ScoreModel:
     return SCORE_MODEL_BUILDERS[cfg.family](cfg, device)
 
 
-def build_view_prompts(
-    cfg: SJCConfig, model: ScoreModel, device: torch.device
-) -> tuple[ViewPrompts, dict[str, Any] | None]:
-    """Per-view prompt texts, after D-SDS prompt debiasing when it is on (runs the LM once)."""
-    if not cfg.prompt_debias:
-        return ViewPrompts.from_config(cfg), None
-    from sjc_dsds.prompt_debiasing import debias_from_config
-
+def _view_prompts(
+    cfg: SJCConfig, device: torch.device, saved: Path | None
+) -> tuple[ViewPrompts, dict[str, Any]]:
+    """Per-view prompt texts: a resumed run's prompts.json, else built (and debiased)."""
+    if saved is not None and saved.exists():
+        record = json.loads(saved.read_text())
+        return ViewPrompts.from_json(record["view_prompts"]), record
     probe = None
-    if cfg.family == "toy":
+    if cfg.prompt_debias and cfg.family == "toy":
         from sjc_dsds.toy import CaptionProbe
 
         probe = CaptionProbe.from_config(cfg)
-    result = debias_from_config(cfg, device, probe=probe)
-    return ViewPrompts.from_config(cfg, debiased=result.prompts), result.to_json()
+    prompts, debias = build_view_prompts(cfg, device, probe)
+    logger.info("%s", format_prompts_report(prompts, debias))
+    return prompts, prompts_record(prompts, debias)
 
 
 @dataclass
@@ -83,11 +89,13 @@ class RunState:
     prompts: ViewPrompts
     generator: torch.Generator
     step: int = 0
-    debias_report: dict[str, Any] | None = None
+    prompts_record: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, cfg: SJCConfig, model: ScoreModel | None = None) -> RunState:
+    def create(
+        cls, cfg: SJCConfig, model: ScoreModel | None = None, saved_prompts: Path | None = None
+    ) -> RunState:
         """Fresh state: seeded field, Adamax with SJC's groups, score model and view prompts."""
         device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
@@ -95,8 +103,8 @@ class RunState:
         field = VoxelRadianceField.from_config(cfg.vox, torch.device("cpu"), generator).to(device)
         optimizer = torch.optim.Adamax(field.param_groups(cfg.lr, cfg.bg_lr), lr=cfg.lr)
         model = model if model is not None else build_score_model(cfg, device)
-        prompts, report = build_view_prompts(cfg, model, device)
-        return cls(cfg, device, field, optimizer, model, prompts, generator, 0, report)
+        prompts, record = _view_prompts(cfg, device, saved_prompts)
+        return cls(cfg, device, field, optimizer, model, prompts, generator, 0, record)
 
     def restore(self, checkpoint_path: Path) -> None:
         """Load field, optimiser, generator and step from a checkpoint of the same config."""
@@ -224,15 +232,10 @@ def run_sjc(
     root = Path(cfg.out_dir) if cfg.out_dir else default_run_dir(cfg)
     cfg = cfg.model_copy(update={"out_dir": str(root)})
     run = create_run_dir(root, cfg, resume=resume, overwrite=overwrite)
-    state = RunState.create(cfg, model)
+    state = RunState.create(cfg, model, saved_prompts=run.prompts if resume else None)
     if resume:
         state.restore(run.latest_checkpoint())
-    if state.debias_report is not None:
-        write_json(run.prompts, {"view_prompts": state.prompts.texts, **state.debias_report})
-    else:
-        write_json(run.prompts, {"view_prompts": state.prompts.texts})
-    for label, text in state.prompts.texts.items():
-        logger.info("view prompt %s: %s", label, text)
+    write_json(run.prompts, state.prompts_record)
 
     log = MetricsLog(run.metrics, start_step=state.step)
     end = cfg.n_steps if stop_after is None else min(cfg.n_steps, state.step + stop_after)
