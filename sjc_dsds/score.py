@@ -91,13 +91,15 @@ class ScoreModel(ABC):
     """A denoiser D(x, sigma, cond) on a discrete sigma ladder, plus prompt encoding and decoding.
 
     Subclasses set `sigmas` ([n_levels] float64, ascending, index = DDPM t), `data_shape`
-    (channels, height, width of what the field renders), `device` and `guidance_scale`.
+    (channels, height, width of what the field renders), `device` and `guidance_scale`; `dtype`
+    is the dtype of the model's weights (float32 unless a subclass says otherwise).
     """
 
     sigmas: torch.Tensor
     data_shape: tuple[int, int, int]
     device: torch.device
     guidance_scale: float
+    dtype: torch.dtype = torch.float32
 
     def __init__(self) -> None:
         self._condition_cache: dict[str, Conditioning] = {}

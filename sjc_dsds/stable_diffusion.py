@@ -1,0 +1,236 @@
+"""StableDiffusionDenoiser: SD's UNet, VAE and CLIP text encoder behind the VE denoiser interface.
+
+Loads the components through `pretrained.py` (hub id, local diffusers folder or single checkpoint
+file), turns the UNet's epsilon or v prediction into D(z, sigma) (spec A.2) and decodes latents.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, NamedTuple
+
+import torch
+
+from sjc_dsds.config import SDConfig
+from sjc_dsds.errors import ConfigError
+from sjc_dsds.pretrained import hub_offline, is_single_file, load_pretrained
+from sjc_dsds.score import (
+    Conditioning,
+    ScoreModel,
+    denoised_from_eps,
+    eps_from_v,
+    guidance_combine,
+    sigmas_from_alphas_cumprod,
+    vp_input_scale,
+)
+
+# Spec decision 6; the SD 2.0 repositories match SJC's 512-base-ema.ckpt and 768-v-ema.ckpt.
+DEFAULT_MODEL_IDS: dict[str, str] = {
+    "v1": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "v2": "stabilityai/stable-diffusion-2-base",
+    "v2_highres": "stabilityai/stable-diffusion-2",
+}
+MODEL_FLAG = "--sd.model_id"
+WHAT = "Stable Diffusion model"
+# Only what the denoiser loads: configs, tokenizer files and the fp32 safetensors weights (the
+# repositories also hold multi-gigabyte .ckpt, .bin, fp16 and non-EMA copies).
+DOWNLOAD_ARGS = (
+    '--include "*.json" --include "*.txt" --include "*/diffusion_pytorch_model.safetensors" '
+    '--include "text_encoder/model.safetensors"'
+)
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+class StableDiffusionParts(NamedTuple):
+    """The diffusers/transformers components the denoiser uses."""
+
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler: Any
+
+
+def precision_dtypes(
+    precision: str, device: torch.device
+) -> tuple[torch.dtype, torch.dtype | None]:
+    """(weight dtype, autocast dtype or None) for `--sd.precision` on `device`.
+
+    CPU always runs fp32; `autocast` keeps fp32 weights under fp16 autocast on CUDA (SJC's mode);
+    fp16 and bf16 cast the weights themselves.
+    """
+    if device.type == "cpu":
+        return torch.float32, None
+    if precision == "autocast":
+        return torch.float32, (torch.float16 if device.type == "cuda" else None)
+    weights = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    return weights, None
+
+
+def load_stable_diffusion(
+    model_id: str, dtype: torch.dtype, revision: str | None = None, config_id: str | None = None
+) -> StableDiffusionParts:
+    """Load UNet, VAE, text encoder, tokenizer and a DDPM scheduler from a folder, hub id or file.
+
+    A single `.ckpt`/`.safetensors` file goes through diffusers' single-file loader, which takes the
+    component configs from `config_id` (a hub id in the cache, or a local diffusers folder).
+    Missing weights raise MissingModelError naming `--sd.model_id`.
+    """
+    from diffusers import (
+        AutoencoderKL,
+        DDPMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    common = dict(what=WHAT, flag=MODEL_FLAG, revision=revision, download_args=DOWNLOAD_ARGS)
+    if is_single_file(model_id):
+        pipeline = load_pretrained(
+            StableDiffusionPipeline.from_single_file,
+            model_id,
+            config=config_id,
+            torch_dtype=dtype,
+            local_files_only=hub_offline(),
+            safety_checker=None,
+            requires_safety_checker=False,
+            **common,
+        )
+        scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
+        return StableDiffusionParts(
+            pipeline.unet, pipeline.vae, pipeline.text_encoder, pipeline.tokenizer, scheduler
+        )
+
+    def load(component: Any, subfolder: str, **kwargs: Any) -> Any:
+        return load_pretrained(
+            component.from_pretrained, model_id, subfolder=subfolder, **common, **kwargs
+        )
+
+    # The scheduler config is the smallest file: a missing model fails here, in milliseconds.
+    scheduler = load(DDPMScheduler, "scheduler")
+    tokenizer = load(CLIPTokenizer, "tokenizer")
+    text_encoder = load(CLIPTextModel, "text_encoder", dtype=dtype)
+    unet = load(UNet2DConditionModel, "unet", torch_dtype=dtype)
+    vae = load(AutoencoderKL, "vae", torch_dtype=dtype)
+    return StableDiffusionParts(unet, vae, text_encoder, tokenizer, scheduler)
+
+
+class StableDiffusionDenoiser(ScoreModel):
+    """Stable Diffusion as a VE denoiser D(z, sigma) on its 1000-level DDPM sigma ladder.
+
+    Equivalent to diffusers' own `pred_original_sample` for the same UNet output (the tests'
+    oracle); guidance is SJC's eps_u + s (eps_c - eps_u) with both halves in one UNet call.
+    """
+
+    def __init__(
+        self,
+        parts: StableDiffusionParts,
+        guidance_scale: float,
+        device: torch.device,
+        autocast_dtype: torch.dtype | None = None,
+        model_id: str = "Stable Diffusion",
+    ) -> None:
+        super().__init__()
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        prediction_type = parts.scheduler.config.prediction_type
+        if prediction_type not in PREDICTION_TYPES:
+            raise ConfigError(
+                f"{MODEL_FLAG} {model_id}: prediction_type {prediction_type!r} is not supported "
+                f"(allowed: {', '.join(PREDICTION_TYPES)})"
+            )
+        for module in (parts.unet, parts.vae, parts.text_encoder):
+            module.to(device).eval().requires_grad_(False)
+        # PyTorch's scaled-dot-product attention for every attention layer.
+        parts.unet.set_attn_processor(AttnProcessor2_0())
+        parts.vae.set_attn_processor(AttnProcessor2_0())
+        self.unet, self.vae = parts.unet, parts.vae
+        self.text_encoder, self.tokenizer = parts.text_encoder, parts.tokenizer
+        self.prediction_type = prediction_type
+        self.guidance_scale = float(guidance_scale)
+        self.device = device
+        self.dtype = parts.unet.dtype
+        self.autocast_dtype = autocast_dtype
+        self.latent_scale = float(parts.vae.config.scaling_factor)
+        self.sigmas = sigmas_from_alphas_cumprod(parts.scheduler.alphas_cumprod)  # [1000] float64
+        side = parts.unet.config.sample_size
+        self.data_shape = (parts.unet.config.in_channels, side, side)
+        # Per-index tables on the device, so that a call indexes instead of building tensors.
+        self._timesteps = torch.arange(len(self.sigmas), device=device)
+        self._alphas_cumprod = parts.scheduler.alphas_cumprod.to(device, torch.float32)
+
+    @classmethod
+    def from_config(cls, sd: SDConfig, device: torch.device) -> StableDiffusionDenoiser:
+        """Load the model named by `--sd.model_id` (default per `--sd.variant`) onto `device`."""
+        variant = sd.resolved_variant
+        model_id = sd.model_id or DEFAULT_MODEL_IDS[variant]
+        weights, autocast = precision_dtypes(sd.precision, device)
+        parts = load_stable_diffusion(
+            model_id, weights, revision=sd.revision, config_id=DEFAULT_MODEL_IDS[variant]
+        )
+        return cls(parts, sd.scale, device, autocast_dtype=autocast, model_id=model_id)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """CLIP text embeddings [n_prompts, 77, text_width], as StableDiffusionPipeline does."""
+        tokens = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        use_mask = getattr(self.text_encoder.config, "use_attention_mask", False)
+        mask = tokens.attention_mask.to(self.device) if use_mask else None
+        with self._autocast():
+            embeddings = self.text_encoder(tokens.input_ids.to(self.device), attention_mask=mask)[0]
+        return embeddings.to(self.dtype)
+
+    @torch.no_grad()
+    def denoise(
+        self, noised: torch.Tensor, sigma: float | torch.Tensor, cond: Conditioning
+    ) -> torch.Tensor:
+        """Guided clean estimate D(z, sigma) [b, 4, h, w] of VE latents z = y + sigma n (spec A.2).
+
+        Snaps sigma to the ladder, feeds z / sqrt(1 + sigma^2) at DDPM index t to the UNet, combines
+        [uncond, cond] as eps_u + s (eps_c - eps_u), converts v to eps, returns z - sigma eps.
+        """
+        if noised.ndim != 4 or noised.shape[1] != self.data_shape[0]:
+            raise ValueError(
+                f"noised must be [b, {self.data_shape[0]}, h, w], got {list(noised.shape)}"
+            )
+        t, sigma = self.snap(sigma)
+        noised_vp = noised * vp_input_scale(sigma)
+        batch = noised.shape[0]
+        guided = cond.uncond is not None and self.guidance_scale != 1.0
+        text = cond.cond.expand(batch, -1, -1)
+        model_input = noised_vp.to(self.dtype)
+        if guided:
+            text = torch.cat([cond.uncond.expand(batch, -1, -1), text])
+            model_input = torch.cat([model_input, model_input])
+        with self._autocast():
+            output = self.unet(
+                model_input, self._timesteps[t], encoder_hidden_states=text, return_dict=False
+            )[0]
+        output = output.to(noised.dtype)
+        if guided:
+            output = guidance_combine(*output.chunk(2), self.guidance_scale)
+        if self.prediction_type == "v_prediction":
+            # v -> eps is affine in v at a fixed input, so converting the guided v is exact.
+            output = eps_from_v(noised_vp, output, self._alphas_cumprod[t])
+        return denoised_from_eps(noised, output, sigma)
+
+    @torch.no_grad()
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """RGB images [b, 3, f h, f w] in [0, 1] from scaled latents [b, 4, h, w] (f = 8 for SD).
+
+        Divides by the VAE's scaling factor (0.18215 for SD) first (spec A.2, latent scale).
+        """
+        with self._autocast():
+            image = self.vae.decode((x / self.latent_scale).to(self.dtype), return_dict=False)[0]
+        return (image.float() / 2 + 0.5).clamp(0, 1)
