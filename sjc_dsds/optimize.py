@@ -189,10 +189,10 @@ def sjc_step(state: RunState, step: int) -> tuple[dict[str, Any], TrainView, Ren
         "score_threshold": threshold,
         "score_clipped_frac": clipped_frac,
         "score_abs_mean": float(score.abs().mean()),
-        "loss_emptiness": float(loss_empty),
+        "loss_emptiness": float(loss_empty.detach()),
         "emptiness_weight": empty_weight,
-        "loss_depth": float(loss_depth),
-        "opacity_mean": float(out.opacity.mean()),
+        "loss_depth": float(loss_depth.detach()),
+        "opacity_mean": float(out.opacity.detach().mean()),
         **state.timings,
     }
     return metrics, view, out

@@ -54,6 +54,9 @@ class RunDir:
 
     root: Path
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
     @property
     def config(self) -> Path:
         return self.root / "config.yaml"
