@@ -63,15 +63,37 @@ class SDConfig(Group):
 
 
 class ToyConfig(Group):
-    """Synthetic world with an exact score model (`--toy.*`, used with --family toy)."""
+    """Synthetic world with an exact score model (`--toy.*`, used with --family toy).
 
-    scene: Literal["head", "animal", "bicolor"] = Field(
+    The prior is `n_images` renders of the scene from SJC's training cameras, a `front_bias`
+    share of them forced into the front quadrant; fixed constants are in sjc_dsds/toy/world.py.
+    """
+
+    scene: Literal["head", "animal", "cube"] = Field(
         "head", description="Ground-truth object whose renders form the image prior."
     )
     front_bias: float = Field(
-        0.5, ge=0, le=1, description="Fraction of prior images drawn from near-front views."
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of prior images redrawn until their camera is in the front quadrant.",
     )
     n_images: int = Field(512, ge=1, description="Number of rendered images in the prior.")
+    view_caption_frac: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of prior captions that name their view; the rest do not say it.",
+    )
+    distractor_frac: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of prior images showing another toy scene (the unconditional mix).",
+    )
+    guidance_scale: float = Field(
+        7.5, ge=0, description="Classifier-free guidance D_u + s (D_c - D_u) of the toy model."
+    )
     prompt: str | None = Field(None, description="Prompt; default is the scene's own caption.")
 
 

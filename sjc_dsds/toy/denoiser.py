@@ -1,0 +1,174 @@
+"""The exact score model of a finite captioned image set: closed-form optimal Gaussian denoiser.
+
+For images x_1..x_n with prior weights w_i, the minimum-mean-squared-error denoiser of
+z = x + sigma * noise is the posterior mean D(z, sigma) = sum_i p(i | z) x_i with
+p(i | z) proportional to w_i exp(-|z - x_i|^2 / (2 sigma^2)); Tweedie's formula then gives the
+exact score (D - z) / sigma^2 of the noised image distribution (spec A.1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from sjc_dsds.config import SJCConfig
+from sjc_dsds.errors import ConfigError
+from sjc_dsds.score import Conditioning, ScoreModel
+from sjc_dsds.toy.captions import (
+    DEFAULT_VIEW_WORDS,
+    Caption,
+    best_match_log_weights,
+    caption_mismatches,
+    caption_vocabulary,
+    parse_prompt,
+)
+
+# Stable Diffusion's training schedule: scaled-linear betas from 0.00085 to 0.012, 1000 steps.
+SD_BETA_START = 0.00085
+SD_BETA_END = 0.012
+SD_N_TRAIN_STEPS = 1000
+
+
+def scaled_linear_sigmas(
+    beta_start: float = SD_BETA_START,
+    beta_end: float = SD_BETA_END,
+    n_steps: int = SD_N_TRAIN_STEPS,
+) -> torch.Tensor:
+    """SD's VE sigma ladder: betas = linspace(sqrt(start), sqrt(end))^2, sigma_t (spec A.1).
+
+    Returns: [n_steps] float64, ascending, index = DDPM t.
+    """
+    betas = torch.linspace(beta_start**0.5, beta_end**0.5, n_steps, dtype=torch.float64) ** 2
+    alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+    return ((1.0 - alphas_cumprod) / alphas_cumprod).sqrt()
+
+
+def posterior_log_weights(
+    noised: torch.Tensor, images: torch.Tensor, log_prior: torch.Tensor, sigma: float
+) -> torch.Tensor:
+    """log p(i | z) for every image: log-softmax of log w_i - |z - x_i|^2 / (2 sigma^2).
+
+    Args:
+        noised: [b, d] flattened noisy images z.
+        images: [n, d] flattened dataset images x_i.
+        log_prior: [n] log w_i (-inf excludes an image).
+    Returns:
+        [b, n] float64 log posterior, normalised over images by log-sum-exp.
+    """
+    # Direct differences rather than |z|^2 - 2 z.x + |x|^2, which cancels badly at small sigma.
+    squared_distances = (noised[:, None, :] - images[None, :, :]).square().sum(-1)  # [b, n]
+    logits = log_prior.to(torch.float64) - squared_distances.to(torch.float64) / (2 * sigma**2)
+    return torch.log_softmax(logits, dim=-1)
+
+
+def posterior_mean(
+    noised: torch.Tensor, images: torch.Tensor, log_prior: torch.Tensor, sigma: float
+) -> torch.Tensor:
+    """Exact denoiser D(z, sigma) = E[x | z] of a weighted finite image set. Shape [b, d].
+
+    Equivalent to the brute-force sum over images of p(i | z) x_i; images with weight zero are
+    skipped, so a narrow prompt costs only its own subset.
+    """
+    keep = torch.isfinite(log_prior)
+    images, log_prior = images[keep], log_prior[keep]
+    posterior = posterior_log_weights(noised, images, log_prior, sigma).exp()  # [b, n_kept]
+    return (posterior.to(images.dtype) @ images).to(noised.dtype)
+
+
+def guided_denoised(
+    denoised_uncond: torch.Tensor, denoised_cond: torch.Tensor, guidance_scale: float
+) -> torch.Tensor:
+    """Classifier-free guidance D_u + s (D_c - D_u) on the denoised images.
+
+    For a fixed noisy input z and sigma, eps = (z - D) / sigma is affine in D, so this equals
+    SJC's eps_u + s (eps_c - eps_u) (spec A.2 step 3) mapped back through D = z - sigma eps.
+    """
+    return denoised_uncond + guidance_scale * (denoised_cond - denoised_uncond)
+
+
+def check_toy_config(cfg: SJCConfig) -> None:
+    """Refuse settings the toy world cannot match: a learned background texture."""
+    if cfg.vox.blend_bg_texture:
+        raise ConfigError(
+            "--family toy needs --vox.blend_bg_texture False (got True): the prior's renders "
+            "have a constant white background that a learned texture cannot match"
+        )
+
+
+class ToyScoreModel(ScoreModel):
+    """Exact denoiser of a captioned finite image set, conditioned by caption matching.
+
+    A prompt's conditioning tensor is a log-prior over the dataset images: uniform over the
+    images whose captions match the prompt best (`best_match_log_weights`). Data are RGB renders
+    in [-1, 1] with shape `data_shape = (3, h, w)`; sigmas are SD's ladder.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        captions: Sequence[Caption],
+        guidance_scale: float,
+        device: torch.device,
+        view_words: Mapping[str, str] = DEFAULT_VIEW_WORDS,
+    ) -> None:
+        super().__init__()
+        if images.ndim != 4 or images.shape[0] != len(captions):
+            raise ValueError(
+                f"images must be [n, c, h, w] with one caption each; got {tuple(images.shape)} "
+                f"and {len(captions)} captions"
+            )
+        self.device = device
+        self.images = images.to(device=device, dtype=torch.float32)
+        self.flat_images = self.images.flatten(1)
+        self.captions = list(captions)
+        self.vocabulary = caption_vocabulary(self.captions)
+        self.view_words = dict(view_words)
+        self.guidance_scale = float(guidance_scale)
+        self.sigmas = scaled_linear_sigmas()
+        self.data_shape = tuple(images.shape[1:])
+
+    @classmethod
+    def from_config(cls, cfg: SJCConfig, device: torch.device) -> ToyScoreModel:
+        """Render the prior image set of `cfg.toy` and wrap it (the `--family toy` builder).
+
+        The prior's renders have SJC's constant white background, so the trained field must not
+        learn a background texture either (`--vox.blend_bg_texture False`).
+        """
+        from sjc_dsds.toy.prior import build_prior_from_config
+
+        check_toy_config(cfg)
+        prior = build_prior_from_config(cfg, device)
+        return cls(prior.images, prior.captions, cfg.toy.guidance_scale, device, prior.view_words)
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Log-prior over the dataset per prompt: [n_prompts, n_images] float64."""
+        rows = []
+        for prompt in prompts:
+            parsed = parse_prompt(prompt, self.vocabulary, self.view_words)
+            rows.append(best_match_log_weights(caption_mismatches(parsed, self.captions)))
+        return torch.stack(rows).to(self.device)
+
+    @torch.no_grad()
+    def denoise(self, noised: torch.Tensor, sigma: float, cond: Conditioning) -> torch.Tensor:
+        """Guided exact clean estimate of `noised` [b, 3, h, w] at the ladder sigma nearest it."""
+        if tuple(noised.shape[1:]) != self.data_shape:
+            raise ValueError(
+                f"noised must be [b, {', '.join(map(str, self.data_shape))}]; "
+                f"got {tuple(noised.shape)}"
+            )
+        _, sigma = self.snap(sigma)
+        flat = noised.flatten(1).to(torch.float32)
+        denoised = posterior_mean(flat, self.flat_images, cond.cond[0], sigma)
+        if cond.uncond is not None:
+            denoised_uncond = posterior_mean(flat, self.flat_images, cond.uncond[0], sigma)
+            denoised = guided_denoised(denoised_uncond, denoised, self.guidance_scale)
+        return denoised.reshape(noised.shape).to(noised.dtype)
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] renders [b, 3, h, w] to RGB in [0, 1]."""
+        return ((x + 1) / 2).clamp(0, 1)
+
+    def subset(self, prompt: str) -> torch.Tensor:
+        """Indices of the images a prompt conditions on (its best-matching captions). [k]."""
+        return torch.isfinite(self.encode_prompts([prompt])[0]).nonzero().flatten()
