@@ -7,13 +7,15 @@ file), turns the UNet's epsilon or v prediction into D(z, sigma) (spec A.2) and 
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
+from pickle import UnpicklingError
 from typing import Any, NamedTuple
 
 import torch
 
 from sjc_dsds.config import SDConfig
-from sjc_dsds.errors import ConfigError
-from sjc_dsds.pretrained import hub_offline, is_single_file, load_pretrained
+from sjc_dsds.errors import ConfigError, MissingModelError
+from sjc_dsds.pretrained import is_single_file, load_pretrained, missing_model_message
 from sjc_dsds.score import (
     Conditioning,
     ScoreModel,
@@ -38,6 +40,7 @@ DOWNLOAD_ARGS = (
     '--include "*.json" --include "*.txt" --include "*/diffusion_pytorch_model.safetensors" '
     '--include "text_encoder/model.safetensors"'
 )
+CONFIG_DOWNLOAD_ARGS = '--include "*.json" --include "*.txt"'
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
@@ -68,38 +71,23 @@ def precision_dtypes(
 
 
 def load_stable_diffusion(
-    model_id: str, dtype: torch.dtype, revision: str | None = None, config_id: str | None = None
+    model_id: str,
+    dtype: torch.dtype,
+    revision: str | None = None,
+    config_id: str = DEFAULT_MODEL_IDS["v1"],
 ) -> StableDiffusionParts:
     """Load UNet, VAE, text encoder, tokenizer and a DDPM scheduler from a folder, hub id or file.
 
-    A single `.ckpt`/`.safetensors` file goes through diffusers' single-file loader, which takes the
-    component configs from `config_id` (a hub id in the cache, or a local diffusers folder).
-    Missing weights raise MissingModelError naming `--sd.model_id`.
+    A single `.ckpt`/`.safetensors` file goes through diffusers' single-file loader, with the
+    component configs of `config_id` (a hub id, its small files cached, or a local diffusers
+    folder). Missing weights or configs raise MissingModelError naming `--sd.model_id`.
     """
-    from diffusers import (
-        AutoencoderKL,
-        DDPMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    common = dict(what=WHAT, flag=MODEL_FLAG, revision=revision, download_args=DOWNLOAD_ARGS)
     if is_single_file(model_id):
-        pipeline = load_pretrained(
-            StableDiffusionPipeline.from_single_file,
-            model_id,
-            config=config_id,
-            torch_dtype=dtype,
-            local_files_only=hub_offline(),
-            safety_checker=None,
-            requires_safety_checker=False,
-            **common,
-        )
-        scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
-        return StableDiffusionParts(
-            pipeline.unet, pipeline.vae, pipeline.text_encoder, pipeline.tokenizer, scheduler
-        )
+        return _load_single_file(model_id, dtype, config_id)
+    common = dict(what=WHAT, flag=MODEL_FLAG, revision=revision, download_args=DOWNLOAD_ARGS)
 
     def load(component: Any, subfolder: str, **kwargs: Any) -> Any:
         return load_pretrained(
@@ -113,6 +101,58 @@ def load_stable_diffusion(
     unet = load(UNet2DConditionModel, "unet", torch_dtype=dtype)
     vae = load(AutoencoderKL, "vae", torch_dtype=dtype)
     return StableDiffusionParts(unet, vae, text_encoder, tokenizer, scheduler)
+
+
+def _load_single_file(model_id: str, dtype: torch.dtype, config_id: str) -> StableDiffusionParts:
+    """diffusers' single-file loader, fed a local folder of `config_id`'s configs (no weights)."""
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+    from huggingface_hub import snapshot_download
+    from safetensors import SafetensorError
+
+    if not Path(model_id).expanduser().is_file():
+        raise MissingModelError(missing_model_message(model_id, WHAT, MODEL_FLAG, "no such file"))
+    config_folder = config_id
+    if not Path(config_id).is_dir():
+        # Fetch (or find in the cache) only the JSON/text files, so the loader never goes online.
+        config_folder = load_pretrained(
+            snapshot_download,
+            config_id,
+            what="Config repository for single-file checkpoints",
+            flag=MODEL_FLAG,
+            download_args=CONFIG_DOWNLOAD_ARGS,
+            allow_patterns=["*.json", "*.txt"],
+        )
+    try:
+        pipeline = load_pretrained(
+            StableDiffusionPipeline.from_single_file,
+            model_id,
+            what=WHAT,
+            flag=MODEL_FLAG,
+            config=config_folder,
+            torch_dtype=dtype,
+            local_files_only=True,
+            safety_checker=None,
+            requires_safety_checker=False,
+        )
+    except (
+        SingleFileComponentError,
+        SafetensorError,
+        UnpicklingError,
+        KeyError,
+        ValueError,
+    ) as error:
+        # The file exists but is not an SD checkpoint diffusers can convert with these configs
+        # (or a .ckpt holds non-tensor objects, which torch.load(weights_only=True) refuses).
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else repr(error)
+        raise ConfigError(
+            f"{MODEL_FLAG} {model_id}: not a Stable Diffusion checkpoint that matches the configs "
+            f"of {config_id} ({reason})"
+        ) from None
+    scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
+    return StableDiffusionParts(
+        pipeline.unet, pipeline.vae, pipeline.text_encoder, pipeline.tokenizer, scheduler
+    )
 
 
 class StableDiffusionDenoiser(ScoreModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -240,11 +241,29 @@ def test_nonexistent_local_folder_fails_naming_path_and_flag(tmp_path: Path) -> 
         StableDiffusionDenoiser.from_config(SDConfig(model_id=str(missing)), CPU)
 
 
-def test_single_file_goes_through_diffusers_single_file_loader(
+def _cache_configs(cache: Path, repo_id: str, source: Path) -> Path:
+    """Put the JSON/text files of `source` into a fake Hugging Face cache as `repo_id`."""
+    revision = "1" * 40
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / revision
+    for path in source.rglob("*"):
+        if path.suffix in (".json", ".txt"):
+            (snapshot / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, snapshot / path.relative_to(source))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    return snapshot
+
+
+def test_single_file_goes_through_diffusers_single_file_loader_with_cached_configs(
     tiny_sd_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    snapshot = _cache_configs(tmp_path / "cache", DEFAULT_MODEL_IDS["v2_highres"], tiny_sd_dir)
     # A real SD checkpoint is gigabytes; the tiny pipeline stands in for what diffusers returns.
-    checkpoint = tmp_path / "sd-v1-5.safetensors"
+    checkpoint = tmp_path / "768-v-ema.safetensors"
     checkpoint.write_bytes(b"")
     calls: list[tuple[str, dict]] = []
 
@@ -253,15 +272,40 @@ def test_single_file_goes_through_diffusers_single_file_loader(
         return _pipeline(tiny_sd_dir)
 
     monkeypatch.setattr(StableDiffusionPipeline, "from_single_file", fake_from_single_file)
-    denoiser = StableDiffusionDenoiser.from_config(
-        SDConfig(variant="v2", v2_highres=True, model_id=str(checkpoint)), CPU
-    )
+    cfg = SDConfig(variant="v2", v2_highres=True, model_id=str(checkpoint))
+    denoiser = StableDiffusionDenoiser.from_config(cfg, CPU)
     ((path, kwargs),) = calls
     assert path == str(checkpoint)
-    assert kwargs["config"] == DEFAULT_MODEL_IDS["v2_highres"]
+    # The configs come from the variant's default repository, found in the cache offline.
+    assert Path(str(kwargs["config"])) == snapshot
     assert kwargs["torch_dtype"] == torch.float32 and kwargs["local_files_only"] is True
     assert "trust_remote_code" not in kwargs
-    assert isinstance(denoiser, StableDiffusionDenoiser) and denoiser.data_shape == (4, 32, 32)
+    assert denoiser.data_shape == (4, 32, 32)
+
+
+def test_single_file_without_cached_configs_names_the_config_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    checkpoint = tmp_path / "sd-v1-5.ckpt"
+    checkpoint.write_bytes(b"")
+    with pytest.raises(MissingModelError) as caught:
+        StableDiffusionDenoiser.from_config(SDConfig(model_id=str(checkpoint)), CPU)
+    message = str(caught.value)
+    assert "\n" not in message and "'stable-diffusion-v1-5/stable-diffusion-v1-5'" in message
+    assert '`hf download stable-diffusion-v1-5/stable-diffusion-v1-5 --include "*.json"' in message
+
+
+def test_single_file_that_is_not_sd_is_a_config_error(tiny_sd_dir: Path, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    # Goes through diffusers' real single-file loader, which finds no SD weights in the file.
+    checkpoint = tmp_path / "not_sd.safetensors"
+    save_file({"something": torch.zeros(2)}, str(checkpoint))
+    with pytest.raises(ConfigError, match=r"--sd\.model_id .*not_sd\.safetensors: not a Stable"):
+        load_stable_diffusion(str(checkpoint), torch.float32, config_id=str(tiny_sd_dir))
 
 
 def test_missing_single_file_fails_naming_path_and_flag(tmp_path: Path) -> None:
