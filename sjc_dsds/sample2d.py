@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from sjc_dsds.config import SJCConfig
 from sjc_dsds.errors import ConfigError, UserError
 from sjc_dsds.score import Conditioning, ScoreModel
 
@@ -164,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _sample_to_png(cfg, out: Path, n_steps: int, heun: bool) -> Path:
+def _sample_to_png(cfg: SJCConfig, out: Path, n_steps: int, heun: bool) -> Path:
     """Load the model, sample once with the config's seed, decode and write `out` atomically."""
     import imageio.v3 as iio
 
