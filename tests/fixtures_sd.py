@@ -7,122 +7,13 @@ path (`StableDiffusionDenoiser.from_config` with `--sd.model_id <folder>`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-import torch
+
+from sjc_dsds.random_models import build_tiny_sd, write_tiny_clip_vocab
 
 __all__ = ["build_tiny_sd", "tiny_sd_dir", "tiny_sd_v_dir", "write_tiny_clip_vocab"]
-
-TEXT_WIDTH = 32
-LATENT_SIDE = 32
-
-
-def _byte_symbols() -> list[str]:
-    """The 256 printable stand-ins of byte-level BPE (GPT-2/CLIP's byte-to-unicode table)."""
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("\xa1"), ord("\xac") + 1),
-        *range(ord("\xae"), ord("\xff") + 1),
-    ]
-    symbols, extra = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            symbols[byte] = chr(byte)
-        else:
-            symbols[byte] = chr(256 + extra)
-            extra += 1
-    return [symbols[byte] for byte in range(256)]
-
-
-def write_tiny_clip_vocab(folder: Path) -> tuple[Path, Path]:
-    """Write a CLIP-style vocab.json (bytes, end-of-word bytes, a few merges) and merges.txt."""
-    merges = [("t", "h"), ("th", "e</w>"), ("a", "n"), ("o", "f</w>"), ("b", "u")]
-    tokens = ["<|startoftext|>", "<|endoftext|>"]
-    tokens += _byte_symbols() + [symbol + "</w>" for symbol in _byte_symbols()]
-    tokens += [left + right for left, right in merges]
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab_path, merges_path = folder / "vocab.json", folder / "merges.txt"
-    vocab_path.write_text(json.dumps({token: index for index, token in enumerate(tokens)}))
-    merges_path.write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
-    return vocab_path, merges_path
-
-
-def _random_components(prediction_type: str) -> tuple:
-    """A random SD-shaped UNet, VAE (downsampling 2) and CLIP text model, drawn from torch's RNG."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    unet = UNet2DConditionModel(
-        sample_size=LATENT_SIDE,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=TEXT_WIDTH,
-        attention_head_dim=(2, 4),
-        norm_num_groups=8,
-        use_linear_projection=prediction_type == "v_prediction",
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        norm_num_groups=4,
-        layers_per_block=1,
-        sample_size=2 * LATENT_SIDE,
-    )
-    text_config = CLIPTextConfig(
-        vocab_size=600,
-        hidden_size=TEXT_WIDTH,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-    )
-    return unet, vae, CLIPTextModel(text_config)
-
-
-def build_tiny_sd(folder: Path, prediction_type: str = "epsilon", seed: int = 0) -> Path:
-    """Build a random SD-shaped pipeline and save it under `folder` with save_pretrained."""
-    from diffusers import DDIMScheduler, PNDMScheduler, StableDiffusionPipeline
-    from transformers import CLIPTokenizer
-
-    # Seed the weights without touching the caller's global RNG state.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet, vae, text_encoder = _random_components(prediction_type)
-    vocab_path, merges_path = write_tiny_clip_vocab(folder / "vocab")
-    tokenizer = CLIPTokenizer(vocab=str(vocab_path), merges=str(merges_path), model_max_length=77)
-    # SD 1.x ships a PNDM config, SD 2.x 768-v a DDIM one; both carry the same beta schedule.
-    schedule = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-    if prediction_type == "epsilon":
-        scheduler = PNDMScheduler(**schedule, skip_prk_steps=True, steps_offset=1)
-    else:
-        scheduler = DDIMScheduler(
-            **schedule, prediction_type=prediction_type, clip_sample=False, steps_offset=1
-        )
-    pipeline = StableDiffusionPipeline(
-        unet=unet,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipeline.save_pretrained(folder / "model")
-    return folder / "model"
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,154 @@
+"""Randomly initialised, SD-shaped pipelines saved with save_pretrained: for tests and benchmarks.
+
+No weights are downloaded: the UNet, VAE and CLIP text model are drawn from a seeded RNG and the
+CLIP tokenizer uses a small hand-written byte-level BPE vocabulary (77 tokens per prompt). The
+saved folder loads through the real path (`--sd.model_id <folder>`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+TEXT_WIDTH = 32
+LATENT_SIDE = 32
+
+
+def _byte_symbols() -> list[str]:
+    """The 256 printable stand-ins of byte-level BPE (GPT-2/CLIP's byte-to-unicode table)."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("\xa1"), ord("\xac") + 1),
+        *range(ord("\xae"), ord("\xff") + 1),
+    ]
+    symbols, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            symbols[byte] = chr(byte)
+        else:
+            symbols[byte] = chr(256 + extra)
+            extra += 1
+    return [symbols[byte] for byte in range(256)]
+
+
+def write_tiny_clip_vocab(folder: Path) -> tuple[Path, Path]:
+    """Write a CLIP-style vocab.json (bytes, end-of-word bytes, a few merges) and merges.txt."""
+    merges = [("t", "h"), ("th", "e</w>"), ("a", "n"), ("o", "f</w>"), ("b", "u")]
+    tokens = ["<|startoftext|>", "<|endoftext|>"]
+    tokens += _byte_symbols() + [symbol + "</w>" for symbol in _byte_symbols()]
+    tokens += [left + right for left, right in merges]
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab_path, merges_path = folder / "vocab.json", folder / "merges.txt"
+    vocab_path.write_text(json.dumps({token: index for index, token in enumerate(tokens)}))
+    merges_path.write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    return vocab_path, merges_path
+
+
+def _random_components(prediction_type: str) -> tuple:
+    """A random SD-shaped UNet, VAE (downsampling 2) and CLIP text model, drawn from torch's RNG."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    unet = UNet2DConditionModel(
+        sample_size=LATENT_SIDE,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TEXT_WIDTH,
+        attention_head_dim=(2, 4),
+        norm_num_groups=8,
+        use_linear_projection=prediction_type == "v_prediction",
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=4,
+        layers_per_block=1,
+        sample_size=2 * LATENT_SIDE,
+    )
+    text_config = CLIPTextConfig(
+        vocab_size=600,
+        hidden_size=TEXT_WIDTH,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+    return unet, vae, CLIPTextModel(text_config)
+
+
+def _sd15_components() -> tuple:
+    """Random UNet, VAE and text model with SD 1.5's shapes (860M + 84M + 123M parameters)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=2,
+        sample_size=512,
+    )
+    text_config = CLIPTextConfig(
+        vocab_size=600, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1
+    )
+    return unet, vae, CLIPTextModel(text_config)
+
+
+def random_sd_pipeline(
+    vocab_folder: Path, prediction_type: str = "epsilon", seed: int = 0, size: str = "tiny"
+):
+    """A random StableDiffusionPipeline: `size` "tiny" (tests) or "sd15" (SD 1.5's shapes)."""
+    from diffusers import DDIMScheduler, PNDMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    # Seed the weights without touching the caller's global RNG state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if size == "sd15":
+            unet, vae, text_encoder = _sd15_components()
+        else:
+            unet, vae, text_encoder = _random_components(prediction_type)
+    vocab_path, merges_path = write_tiny_clip_vocab(vocab_folder)
+    tokenizer = CLIPTokenizer(vocab=str(vocab_path), merges=str(merges_path), model_max_length=77)
+    # SD 1.x ships a PNDM config, SD 2.x 768-v a DDIM one; both carry the same beta schedule.
+    schedule = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    if prediction_type == "epsilon":
+        scheduler = PNDMScheduler(**schedule, skip_prk_steps=True, steps_offset=1)
+    else:
+        scheduler = DDIMScheduler(
+            **schedule, prediction_type=prediction_type, clip_sample=False, steps_offset=1
+        )
+    return StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def build_tiny_sd(
+    folder: Path, prediction_type: str = "epsilon", seed: int = 0, size: str = "tiny"
+) -> Path:
+    """Build a random SD-shaped pipeline and save it under `folder/model` with save_pretrained."""
+    pipeline = random_sd_pipeline(folder / "vocab", prediction_type, seed, size)
+    pipeline.save_pretrained(folder / "model")
+    return folder / "model"
