@@ -28,7 +28,14 @@ from sjc_dsds.prompts import (
     prompts_record,
 )
 from sjc_dsds.render import RenderOutput, render_view
-from sjc_dsds.run_dir import MetricsLog, RunDir, create_run_dir, default_run_dir, write_json
+from sjc_dsds.run_dir import (
+    MetricsLog,
+    RunDir,
+    check_run_dir,
+    create_run_dir,
+    default_run_dir,
+    write_json,
+)
 from sjc_dsds.runtime import make_generator, resolve_device, seed_everything
 from sjc_dsds.score import ScoreModel, sample_train_sigma, sjc_score
 from sjc_dsds.score_debiasing import clip_score, score_threshold
@@ -231,8 +238,10 @@ def run_sjc(
     """
     root = Path(cfg.out_dir) if cfg.out_dir else default_run_dir(cfg)
     cfg = cfg.model_copy(update={"out_dir": str(root)})
+    # Fail before writing anything: the run directory, then the models (slow, may be missing).
+    check_run_dir(root, resume=resume, overwrite=overwrite)
+    state = RunState.create(cfg, model, saved_prompts=RunDir(root).prompts if resume else None)
     run = create_run_dir(root, cfg, resume=resume, overwrite=overwrite)
-    state = RunState.create(cfg, model, saved_prompts=run.prompts if resume else None)
     if resume:
         state.restore(run.latest_checkpoint())
     write_json(run.prompts, state.prompts_record)

@@ -262,3 +262,13 @@ def test_prompt_debias_with_tiny_bert_saves_and_uses_its_prompts(
     views = {r["view"] for r in read_metrics(out / "metrics.jsonl")}
     assert {texts[v] for v in views} <= set(encoded)
     assert texts["back"].startswith("backside view of")
+
+
+def test_missing_model_fails_before_writing_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = ["--sd.model_id", str(tmp_path / "no_such_model"), "--out_dir", str(tmp_path / "run")]
+    assert main([*flags, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--sd.model_id" in err and "no_such_model" in err
+    assert not (tmp_path / "run").exists()
