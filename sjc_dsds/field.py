@@ -1,0 +1,451 @@
+"""VoxelRadianceField: density and feature grids, background, alpha mask, resampling, lookup."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from sjc_dsds.config import VoxConfig
+
+ALPHA_MASK_POOL_SIZE = 3
+
+
+class VoxelRadianceField(torch.nn.Module):
+    """SJC's voxel radiance field on the box [-bbox_len, bbox_len]^3 (spec A.6).
+
+    Grids are stored z-y-x ([1, channels, depth, height, width] with x along width) and sampled
+    trilinearly with zero padding and align_corners=False, so a value sits at its voxel's centre.
+    Density is softplus(raw * exp(d_scale) + density_shift); features are the identity (V_SD,
+    latents) or 2 sigmoid - 1 (V_SJC, colours in [-1, 1]).
+    """
+
+    def __init__(
+        self,
+        vox: VoxConfig,
+        raw_density: torch.Tensor,
+        features: torch.Tensor,
+        background: torch.Tensor | None,
+    ) -> None:
+        super().__init__()
+        if vox.model_type is None or vox.c is None:
+            raise ValueError("vox.model_type and vox.c must be set (SJCConfig fills them in)")
+        _check_grid("raw_density", raw_density, 1)
+        _check_grid("features", features, vox.c)
+        if tuple(raw_density.shape[2:]) != tuple(features.shape[2:]):
+            raise ValueError(
+                f"raw_density {list(raw_density.shape)} and features {list(features.shape)} "
+                "must share the grid size"
+            )
+        if vox.blend_bg_texture:
+            expected = (1, vox.c, vox.bg_texture_hw, vox.bg_texture_hw)
+            if background is None or tuple(background.shape) != expected:
+                shape = None if background is None else list(background.shape)
+                raise ValueError(f"background must have shape {list(expected)}, got {shape}")
+        self.bbox_len = float(vox.bbox_len)
+        self.step_ratio = float(vox.step_ratio)
+        self.density_shift = float(vox.density_shift)
+        self.weight_threshold = float(vox.ray_march_weight_thres)
+        self.model_type = vox.model_type
+        self.alpha_mask_enabled = bool(vox.alpha_mask)
+        self.alpha_mask_threshold = float(vox.alpha_mask_thres)
+        self.raw_density = torch.nn.Parameter(raw_density.to(torch.float32))
+        self.feature_grid = torch.nn.Parameter(features.to(raw_density.device, torch.float32))
+        if vox.blend_bg_texture:
+            self.background = torch.nn.Parameter(background.to(raw_density.device, torch.float32))
+        else:
+            self.register_parameter("background", None)
+        self.d_scale = torch.nn.Parameter(torch.zeros((), device=raw_density.device))
+        self.register_buffer("alpha_mask", None)
+
+    @classmethod
+    def from_config(
+        cls, vox: VoxConfig, device: torch.device, generator: torch.Generator
+    ) -> VoxelRadianceField:
+        """SJC's initial field: raw density 0; features, background ~ N(0, 1) from `generator`."""
+        if vox.c is None:
+            raise ValueError("vox.c must be set (SJCConfig fills it in)")
+        size_x, size_y, size_z = vox.grid_size
+        zyx = (size_z, size_y, size_x)
+        draw_device = generator.device
+        features = torch.randn((1, vox.c, *zyx), generator=generator, device=draw_device)
+        background = None
+        if vox.blend_bg_texture:
+            hw = vox.bg_texture_hw
+            background = torch.randn((1, vox.c, hw, hw), generator=generator, device=draw_device)
+            background = background.to(device)
+        raw_density = torch.zeros((1, 1, *zyx), device=device)
+        return cls(vox, raw_density, features.to(device), background)
+
+    @classmethod
+    def from_grids(
+        cls,
+        vox: VoxConfig,
+        raw_density: torch.Tensor,
+        features: torch.Tensor,
+        background: torch.Tensor | None,
+    ) -> VoxelRadianceField:
+        """A field holding copies of given grids: raw_density [1, 1, z, y, x], features
+        [1, c, z, y, x], background [1, c, hw, hw] (or None without a background texture)."""
+        background = None if background is None else background.detach().clone()
+        return cls(vox, raw_density.detach().clone(), features.detach().clone(), background)
+
+    @property
+    def grid_size(self) -> tuple[int, int, int]:
+        """Voxels per side as (x, y, z)."""
+        size_z, size_y, size_x = self.raw_density.shape[2:]
+        return (int(size_x), int(size_y), int(size_z))
+
+    @property
+    def channels(self) -> int:
+        """Feature channels c."""
+        return int(self.feature_grid.shape[1])
+
+    @property
+    def voxel_length(self) -> float:
+        """Mean voxel side in world units (SJC averages the three axes)."""
+        return sum(2.0 * self.bbox_len / size for size in self.grid_size) / 3.0
+
+    @property
+    def step_size(self) -> float:
+        """Ray-march step: mean voxel length times step_ratio (0.01 for SJC's defaults)."""
+        return self.voxel_length * self.step_ratio
+
+    def to_grid_coords(self, points: torch.Tensor) -> torch.Tensor:
+        """World points [n, 3] to grid_sample coordinates [n, 3] ([-1, 1] spans the box)."""
+        return points / self.bbox_len
+
+    @property
+    def voxels_per_unit(self) -> torch.Tensor:
+        """Voxels per world unit along x, y, z: [3] (size / (2 bbox_len))."""
+        sizes = torch.tensor(self.grid_size, dtype=torch.float32, device=self.d_scale.device)
+        return 0.5 * sizes / self.bbox_len
+
+    def to_voxel_coords(self, points: torch.Tensor) -> torch.Tensor:
+        """World points [n, 3] to continuous voxel indices [n, 3] (x, y, z); voxel centres are
+        integers and the box spans [-0.5, size - 0.5] on each axis."""
+        scale = self.voxels_per_unit.to(points)
+        return torch.addcmul(self.bbox_len * scale - 0.5, points, scale)
+
+    def lookup(self, points: torch.Tensor) -> GridLookup:
+        """Trilinear lookup of this field's grids at fixed world points [n, 3] (fast path)."""
+        size_x, size_y, size_z = self.grid_size
+        return GridLookup.at_voxel_coords(
+            self.to_voxel_coords(_check_points(points)), (size_z, size_y, size_x)
+        )
+
+    def density_from_raw(self, raw: torch.Tensor) -> torch.Tensor:
+        """softplus(raw * exp(d_scale) + density_shift): interpolated raw values to density."""
+        return F.softplus(raw * torch.exp(self.d_scale) + self.density_shift)
+
+    def color_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Feature activation: identity for V_SD, 2 sigmoid - 1 for V_SJC."""
+        if self.model_type == "V_SJC":
+            return 2.0 * torch.sigmoid(features) - 1.0
+        return features
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        """Volume density at world points [n, 3] -> [n] (trilinear raw value, then activation)."""
+        raw = _sample_grid(self.raw_density, self.to_grid_coords(_check_points(points)))
+        return self.density_from_raw(raw[:, 0])
+
+    def features(self, points: torch.Tensor) -> torch.Tensor:
+        """Activated features at world points [n, 3] -> [n, c]."""
+        features = _sample_grid(self.feature_grid, self.to_grid_coords(_check_points(points)))
+        return self.color_from_features(features)
+
+    def background_color(self, directions: torch.Tensor) -> torch.Tensor:
+        """Background for ray directions [n, 3] -> [n, c]: texture looked up by direction (A.6).
+
+        u = atan2(sqrt(x^2 + y^2), z) / pi, v = atan2(y, x) / (2 pi) + 0.5, both mapped to
+        [-1, 1]; without a texture SJC blends a constant 1.
+        """
+        directions = _check_points(directions)
+        if self.background is None:
+            return directions.new_ones(directions.shape[0], self.channels)
+        x, y, z = directions.unbind(-1)
+        u = torch.atan2(torch.sqrt(x * x + y * y), z) / math.pi
+        v = torch.atan2(y, x) / (2.0 * math.pi) + 0.5
+        lookup = (torch.stack([u, v], dim=-1) * 2.0 - 1.0).view(1, -1, 1, 2)
+        texture = F.grid_sample(self.background, lookup, align_corners=False)
+        return self.color_from_features(texture.view(self.channels, -1).t())
+
+    def occupied(self, points: torch.Tensor) -> torch.Tensor:
+        """Bool [n]: the alpha mask lets these world points [n, 3] through (all if no mask)."""
+        points = _check_points(points)
+        if not self.alpha_mask_enabled or self.alpha_mask is None:
+            return torch.ones(points.shape[0], dtype=torch.bool, device=points.device)
+        return _sample_grid(self.alpha_mask, self.to_grid_coords(points))[:, 0] > 0
+
+    def param_groups(self, lr: float, bg_lr: float) -> list[dict[str, Any]]:
+        """Optimizer groups: grids and d_scale at `lr`, the background alone at `bg_lr`."""
+        groups: list[dict[str, Any]] = [
+            {"params": [self.raw_density, self.feature_grid, self.d_scale], "lr": lr}
+        ]
+        if self.background is not None:
+            groups.append({"params": [self.background], "lr": bg_lr})
+        return groups
+
+    @torch.no_grad()
+    def resample(self, grid_size: tuple[int, int, int]) -> None:
+        """Trilinearly resample both grids to `grid_size` (x, y, z), in place.
+
+        The Parameter objects are kept, so an optimizer built before must be rebuilt (its
+        per-parameter state no longer matches the shapes).
+        """
+        if min(grid_size) < 2:
+            raise ValueError(f"grid_size must have every side >= 2, got {grid_size}")
+        zyx = (grid_size[2], grid_size[1], grid_size[0])
+        for parameter in (self.raw_density, self.feature_grid):
+            parameter.data = F.interpolate(parameter.data, size=zyx, mode="trilinear")
+        if self.alpha_mask is not None:
+            self.update_alpha_mask()
+
+    def cell_density_bound(self) -> torch.Tensor:
+        """Upper bound of the density inside each cell between 8 voxel centres (no gradient).
+
+        Returns [z + 1, y + 1, x + 1]: cell (k, j, i) spans voxel centres k - 1..k, j - 1..j,
+        i - 1..i, padded with raw 0 outside the grid as the trilinear lookup is.
+        """
+        with torch.no_grad():
+            padded = F.pad(self.raw_density, (1, 1, 1, 1, 1, 1))
+            cell_max = F.max_pool3d(padded, kernel_size=2, stride=1)
+            return self.density_from_raw(cell_max)[0, 0]
+
+    def voxel_alpha(self) -> torch.Tensor:
+        """Alpha 1 - exp(-density * voxel_length) at every voxel centre -> [1, 1, z, y, x]."""
+        with torch.no_grad():
+            density = self.density_from_raw(self.raw_density)
+        return -torch.expm1(-density * self.voxel_length)
+
+    @torch.no_grad()
+    def update_alpha_mask(self) -> None:
+        """Alpha mask: voxels whose 3^3 neighbourhood has alpha > alpha_mask_thres (SJC's
+        `make_alpha_mask`); rendering then treats points where the mask samples to 0 as empty."""
+        pooled = F.max_pool3d(
+            self.voxel_alpha(),
+            kernel_size=ALPHA_MASK_POOL_SIZE,
+            stride=1,
+            padding=ALPHA_MASK_POOL_SIZE // 2,
+        )
+        self.alpha_mask = (pooled > self.alpha_mask_threshold).to(torch.float32)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # A checkpoint may come from a resampled grid or carry an alpha mask: adopt its shapes.
+        for name in ("raw_density", "feature_grid"):
+            key = prefix + name
+            parameter = getattr(self, name)
+            if key in state_dict and state_dict[key].shape != parameter.shape:
+                parameter.data = torch.empty_like(state_dict[key], device=parameter.device)
+        mask_key = prefix + "alpha_mask"
+        if mask_key in state_dict:
+            self.alpha_mask = torch.empty_like(state_dict[mask_key], device=self.d_scale.device)
+        else:
+            self.alpha_mask = None
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+
+def _sample_grid(grid: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Trilinear lookup of grid [1, c, z, y, x] at grid coordinates [n, 3] (x, y, z) -> [n, c]."""
+    n = coords.shape[0]
+    values = F.grid_sample(grid, coords.view(1, n, 1, 1, 3).to(grid.dtype), align_corners=False)
+    return values.view(grid.shape[1], n).t()
+
+
+def _check_points(points: torch.Tensor) -> torch.Tensor:
+    if points.dim() != 2 or points.shape[1] != 3:
+        raise ValueError(f"points must have shape [n, 3], got {list(points.shape)}")
+    return points
+
+
+def _check_grid(name: str, grid: torch.Tensor, channels: int) -> None:
+    if grid.dim() != 5 or grid.shape[0] != 1 or grid.shape[1] != channels:
+        raise ValueError(f"{name} must have shape [1, {channels}, z, y, x], got {list(grid.shape)}")
+
+
+class GridLookup:
+    """Trilinear interpolation at fixed points, as a sparse [n_points, n_voxels] linear map.
+
+    Matches `F.grid_sample` (zero padding, align_corners=False) on grids [1, c, z, y, x]. The
+    forward is one weighted gather (`embedding_bag`) and the backward a scatter-add per corner
+    and channel; on CPU both are several times cheaper than grid_sample's for the ~10^6 samples
+    of one view. Point i has corners `base[i] + offsets[k]` with weights `weights[k, i]`.
+    """
+
+    def __init__(self, base: torch.Tensor, weights: torch.Tensor, grid_zyx: tuple[int, ...]):
+        if base.dim() != 1 or weights.shape != (8, base.shape[0]):
+            raise ValueError(
+                f"base must be [n] and weights [8, n], got {list(base.shape)} and "
+                f"{list(weights.shape)}"
+            )
+        size_z, size_y, size_x = (int(size) for size in grid_zyx)
+        self.base = base
+        self.weights = weights
+        self.grid_zyx = (size_z, size_y, size_x)
+        self.n_voxels = size_z * size_y * size_x
+        self.offsets = [(dz * size_y + dy) * size_x + dx for dz, dy, dx in _CORNERS]
+        self._by_point: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def at_voxel_coords(cls, coords: torch.Tensor, grid_zyx: tuple[int, int, int]) -> GridLookup:
+        """Lookup at continuous voxel indices [n, 3] (x, y, z) into a grid of shape (z, y, x).
+
+        Each axis keeps a pair of neighbouring voxels clamped inside the grid; at the border the
+        pair is shifted inwards and the corner outside the grid gets weight 0 (zero padding).
+        """
+        if min(grid_zyx) < 2:
+            raise ValueError(f"grid must have every side >= 2, got {tuple(grid_zyx)}")
+        size_z, size_y, size_x = grid_zyx
+        pairs, bases = [], []
+        for axis, size in enumerate((size_x, size_y, size_z)):
+            position = coords[:, axis]
+            # The kept pair of voxels (base, base + 1), clamped inside the grid.
+            lower = torch.floor(position)
+            base = lower.clamp(0, size - 2)
+            high_weight = position - base
+            low_weight = 1.0 - high_weight
+            # Within half a voxel of the border the pair is shifted inwards; the hat weights
+            # max(0, 1 - |position - j|) then give the corner outside the grid weight 0, as
+            # grid_sample's zero padding does.
+            border = torch.nonzero(lower != base).squeeze(1)
+            if border.numel() > 0:
+                offset = high_weight.index_select(0, border)
+                low_weight.index_copy_(0, border, (1.0 - offset.abs()).clamp_(min=0.0))
+                high_weight.index_copy_(0, border, (1.0 - (offset - 1.0).abs()).clamp_(min=0.0))
+            pairs.append((low_weight, high_weight))
+            bases.append(base)
+        if size_z * size_y * size_x <= 2**24:
+            # Integers below 2^24 are exact in float32: build the flat index without int ops.
+            flat_base = torch.add(bases[1], bases[2], alpha=size_y)
+            flat_base = torch.add(bases[0], flat_base, alpha=size_x).to(torch.int64)
+        else:
+            base_x, base_y, base_z = (base.to(torch.int64) for base in bases)
+            flat_base = (base_z * size_y + base_y) * size_x + base_x
+        weight_x, weight_y, weight_z = pairs
+        weights = torch.empty(8, coords.shape[0], dtype=coords.dtype, device=coords.device)
+        for zy_index, (dz, dy) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+            weight_zy = weight_z[dz] * weight_y[dy]
+            torch.mul(weight_zy, weight_x[0], out=weights[2 * zy_index])
+            torch.mul(weight_zy, weight_x[1], out=weights[2 * zy_index + 1])
+        return cls(flat_base, weights, grid_zyx)
+
+    @property
+    def n_points(self) -> int:
+        """Number of lookup points."""
+        return int(self.base.shape[0])
+
+    def take(self, rows: torch.Tensor) -> GridLookup:
+        """The lookup restricted to the points at indices `rows` [n']."""
+        return GridLookup(
+            self.base.index_select(0, rows), self.weights.index_select(1, rows), self.grid_zyx
+        )
+
+    def sample(self, *grids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Interpolate grids [1, c_i, z, y, x] at the points -> one [n, c_i] per grid.
+
+        Differentiable w.r.t. the grids; equivalent to `F.grid_sample` per grid.
+        """
+        return _SparseTrilinear.apply(self, *grids)
+
+    def gather(self, *grids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Forward only: grids [1, c_i, z, y, x] -> [n, c_i] each, in one weighted gather."""
+        channels = [self._check_grid(grid) for grid in grids]
+        if len(grids) == 1 and channels[0] == 1:
+            rows = grids[0].detach().reshape(self.n_voxels, 1)
+        else:
+            rows = torch.empty(
+                self.n_voxels, sum(channels), dtype=grids[0].dtype, device=grids[0].device
+            )
+            start = 0
+            for grid, count in zip(grids, channels):
+                rows[:, start : start + count] = grid.detach().reshape(count, -1).t()
+                start += count
+        if self.n_points == 0:
+            values = rows.new_zeros(0, rows.shape[1])
+        elif _gather_kernels_supported(rows.device):
+            indices, weights = self._corners_by_point()
+            bags = torch.arange(0, indices.shape[0], 8, device=rows.device, dtype=indices.dtype)
+            values = F.embedding_bag(indices, rows, bags, mode="sum", per_sample_weights=weights)
+        else:
+            values = sum(
+                weight[:, None] * rows[offset:].index_select(0, self.base)
+                for weight, offset in zip(self.weights, self.offsets)
+            )
+        return tuple(torch.split(values, channels, dim=1))
+
+    def scatter(self, grad: torch.Tensor) -> torch.Tensor:
+        """Adjoint of `gather`: grad [n, c] -> grid gradient [c, n_voxels] by scatter-add."""
+        channels = grad.shape[1]
+        out = torch.zeros(channels, self.n_voxels, dtype=grad.dtype, device=grad.device)
+        by_channel = grad.t().contiguous()
+        for channel in range(channels):
+            # Corner k of every point is base + offset_k: scatter into the shifted view.
+            for weight, offset in zip(self.weights, self.offsets):
+                out[channel, offset:].scatter_add_(0, self.base, weight * by_channel[channel])
+        return out
+
+    def _check_grid(self, grid: torch.Tensor) -> int:
+        if grid.dim() != 5 or grid.shape[0] != 1 or tuple(grid.shape[2:]) != self.grid_zyx:
+            raise ValueError(
+                f"grid must have shape [1, c, {', '.join(map(str, self.grid_zyx))}], "
+                f"got {list(grid.shape)}"
+            )
+        return int(grid.shape[1])
+
+    def _corners_by_point(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Corner voxel indices and weights [n * 8], point-major (the layout a gather wants)."""
+        if self._by_point is None:
+            index_dtype = torch.int32 if self.n_voxels < 2**31 else torch.int64
+            offsets = torch.tensor(self.offsets, dtype=index_dtype, device=self.base.device)
+            indices = (self.base.to(index_dtype)[:, None] + offsets).view(-1)
+            self._by_point = (indices, self.weights.t().reshape(-1))
+        return self._by_point
+
+
+class _SparseTrilinear(torch.autograd.Function):
+    """Autograd for `GridLookup.sample`: sparse gather forward, scatter-add backward."""
+
+    @staticmethod
+    def forward(ctx: Any, lookup: GridLookup, *grids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        ctx.lookup = lookup
+        ctx.grid_shapes = [grid.shape for grid in grids]
+        return lookup.gather(*grids)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        wanted = [
+            index
+            for index, grad in enumerate(grads)
+            if grad is not None and ctx.needs_input_grad[index + 1]
+        ]
+        results: list[torch.Tensor | None] = [None] * (len(grads) + 1)
+        if wanted:
+            combined = torch.cat([grads[index] for index in wanted], dim=1)
+            grid_grads = ctx.lookup.scatter(combined)
+            start = 0
+            for index in wanted:
+                shape = ctx.grid_shapes[index]
+                results[index + 1] = grid_grads[start : start + shape[1]].view(shape)
+                start += shape[1]
+        return tuple(results)
+
+
+_CORNERS = [(dz, dy, dx) for dz in (0, 1) for dy in (0, 1) for dx in (0, 1)]
+
+
+def _gather_kernels_supported(device: torch.device) -> bool:
+    """embedding_bag with per-sample weights exists on CPU and CUDA."""
+    return device.type in ("cpu", "cuda")

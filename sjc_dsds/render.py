@@ -1,0 +1,325 @@
+"""Rays from a camera, ray-box intersection, packed ray marching with skipping, compositing."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from sjc_dsds.cameras import Camera
+from sjc_dsds.field import GridLookup, VoxelRadianceField
+
+BACKGROUND_DEPTH = 10.0
+# SJC replaces zero direction components by this before dividing (`ray_box_intersect`).
+MIN_DIRECTION_COMPONENT = 1e-6
+# Samples with alpha below this are treated as empty (float32 cannot resolve 1 - 1e-8 anyway).
+EMPTY_ALPHA = 1e-8
+# Marching stops once the transmittance falls below this: the rest of the ray weighs less.
+TERMINATION_TRANSMITTANCE = 1e-6
+
+
+class RenderOutput(NamedTuple):
+    """One rendered view.
+
+    image: [1, c, height, width]; depth: [1, 1, height, width], expected distance with the
+    background at BACKGROUND_DEPTH; opacity: [1, 1, height, width], sum of weights per ray;
+    weights: weights of the evaluated samples (samples not listed weigh 0); n_samples_dense:
+    k * n_rays of SJC's dense marching, the denominator of its emptiness mean.
+    """
+
+    image: torch.Tensor
+    depth: torch.Tensor
+    opacity: torch.Tensor
+    weights: torch.Tensor
+    n_samples_dense: int
+
+
+class RaySamples(NamedTuple):
+    """Packed samples grouped by ray in tick order.
+
+    ray_index [m] and distances [m] along the ray; counts [n_rays] samples per ray.
+    """
+
+    ray_index: torch.Tensor
+    distances: torch.Tensor
+    counts: torch.Tensor
+
+    def select(self, keep: torch.Tensor) -> RaySamples:
+        """The samples where `keep` [m] is True (order preserved)."""
+        return self.take(torch.nonzero(keep).squeeze(1))
+
+    def take(self, rows: torch.Tensor) -> RaySamples:
+        """The samples at increasing indices `rows` [m'] (order preserved)."""
+        ray_index = self.ray_index.index_select(0, rows)
+        counts = torch.bincount(ray_index, minlength=self.counts.shape[0])
+        return RaySamples(ray_index, self.distances.index_select(0, rows), counts)
+
+    def positions(self, origins: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+        """Sample positions [m, 3] = origin + distance * direction of each sample's ray."""
+        return torch.addcmul(
+            origins.index_select(0, self.ray_index),
+            directions.index_select(0, self.ray_index),
+            self.distances[:, None],
+        )
+
+
+def rays_from_camera(camera: Camera) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays through pixel centres, row-major: origins [n_rays, 3], unit directions [n_rays, 3].
+
+    Pixel (x, y) looks along ((x - cx) / f, (cy - y) / f, -1) in camera space (SJC's
+    intrinsics, cx = width / 2 - 0.5, cy = height / 2 - 0.5), rotated by `cam_to_world`.
+    """
+    device, dtype = camera.device, camera.cam_to_world.dtype
+    height, width, focal = camera.height, camera.width, camera.focal_px
+    rows = torch.arange(height, device=device, dtype=dtype)
+    cols = torch.arange(width, device=device, dtype=dtype)
+    grid_y, grid_x = torch.meshgrid(rows, cols, indexing="ij")
+    camera_directions = torch.stack(
+        [
+            (grid_x - (width / 2.0 - 0.5)) / focal,
+            ((height / 2.0 - 0.5) - grid_y) / focal,
+            -torch.ones_like(grid_x),
+        ],
+        dim=-1,
+    ).reshape(-1, 3)
+    cam_to_world = camera.cam_to_world
+    directions = camera_directions @ cam_to_world[:3, :3].t()  # [n_rays, 3]
+    directions = directions / directions.norm(dim=-1, keepdim=True)
+    origins = cam_to_world[:3, 3].expand_as(directions).contiguous()
+    return origins, directions
+
+
+def intersect_box(
+    origins: torch.Tensor, directions: torch.Tensor, bbox_len: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Slab test against [-bbox_len, bbox_len]^3: t_enter [n], t_exit [n], hit [n] bool.
+
+    Both distances are clamped to >= 0 (nothing behind the origin is rendered; a camera inside
+    the box starts at 0); a ray hits when t_enter < t_exit.
+    """
+    if origins.shape != directions.shape or origins.dim() != 2 or origins.shape[1] != 3:
+        raise ValueError(
+            f"origins and directions must both be [n_rays, 3], got {list(origins.shape)} "
+            f"and {list(directions.shape)}"
+        )
+    safe = torch.where(
+        directions == 0, torch.full_like(directions, MIN_DIRECTION_COMPONENT), directions
+    )
+    to_low = (-bbox_len - origins) / safe  # [n_rays, 3]
+    to_high = (bbox_len - origins) / safe
+    t_enter = torch.minimum(to_low, to_high).amax(dim=-1).clamp(min=0.0)
+    t_exit = torch.maximum(to_low, to_high).amin(dim=-1).clamp(min=0.0)
+    return t_enter, t_exit, t_enter < t_exit
+
+
+def march_rays(
+    origins: torch.Tensor, directions: torch.Tensor, bbox_len: float, step: float
+) -> tuple[RaySamples, int]:
+    """The samples SJC's dense marching puts inside the box, packed, and its dense count k * n.
+
+    Ray r gets ticks t_enter + i * step for every i with i * step < t_exit - t_enter, where
+    k = int(max(t_exit - t_enter) / step) + 1.
+    """
+    t_enter, t_exit, _ = intersect_box(origins, directions, bbox_len)
+    lengths = (t_exit - t_enter).clamp(min=0.0)
+    n_ticks = int(lengths.max().item() / step) + 1
+    ticks = step * torch.arange(n_ticks, device=origins.device, dtype=origins.dtype)
+    # The number of ticks strictly below each length, on the same float32 ticks as the mask.
+    counts = torch.searchsorted(ticks, lengths, side="left")
+    n_rays = origins.shape[0]
+    ray_index = torch.repeat_interleave(torch.arange(n_rays, device=origins.device), counts)
+    starts = torch.cumsum(counts, dim=0) - counts
+    tick_index = torch.arange(ray_index.shape[0], device=origins.device)
+    tick_index = tick_index - starts.index_select(0, ray_index)
+    distances = t_enter.index_select(0, ray_index) + ticks.index_select(0, tick_index)
+    return RaySamples(ray_index, distances, counts), n_ticks * n_rays
+
+
+def exclusive_optical_depth(optical: torch.Tensor, samples: RaySamples) -> torch.Tensor:
+    """Per-ray exclusive cumulative sum [m] of optical depths [m] of samples grouped by ray.
+
+    Accumulated in float64 over the packed array, minus each ray's total at its first sample.
+    """
+    # MPS has no float64; there the sums stay in float32.
+    wide = torch.float32 if optical.device.type == "mps" else torch.float64
+    optical64 = optical.to(wide)
+    exclusive = torch.cumsum(optical64, dim=0) - optical64
+    starts = torch.cumsum(samples.counts, dim=0) - samples.counts
+    first = starts.index_select(0, samples.ray_index)
+    return (exclusive - exclusive.index_select(0, first)).to(optical.dtype)
+
+
+def volume_weights(density: torch.Tensor, samples: RaySamples, step: float) -> torch.Tensor:
+    """Weights alpha_i T_i [m]: alpha = 1 - exp(-density step), T_i = prod_{j<i} (1 - alpha_j)."""
+    optical = density * step
+    transmittance = torch.exp(-exclusive_optical_depth(optical, samples))
+    return -torch.expm1(-optical) * transmittance
+
+
+def empty_optical_depth() -> float:
+    """Optical depth of a sample with alpha EMPTY_ALPHA: below it a sample counts as empty."""
+    return -math.log1p(-EMPTY_ALPHA)
+
+
+def contributing_samples(density: torch.Tensor, samples: RaySamples, step: float) -> torch.Tensor:
+    """Bool [m]: samples that are not empty (alpha >= EMPTY_ALPHA) and not past termination."""
+    with torch.no_grad():
+        optical = density * step
+        nonempty = optical >= empty_optical_depth()
+        before = exclusive_optical_depth(optical * nonempty, samples)
+    return nonempty & (before <= -math.log(TERMINATION_TRANSMITTANCE))
+
+
+def occupied_samples(field: VoxelRadianceField, coords: torch.Tensor, step: float) -> torch.Tensor:
+    """Bool [m]: False where the density bound of the sample's cell makes it surely empty.
+
+    coords: voxel coordinates [m, 3] of the samples (`field.to_voxel_coords`).
+    """
+    occupied_cells = field.cell_density_bound() * step >= empty_optical_depth()
+    size_x, size_y, size_z = field.grid_size
+    flat = torch.zeros(coords.shape[0], dtype=torch.int64, device=coords.device)
+    for axis, size in ((2, size_z), (1, size_y), (0, size_x)):
+        # The cell of voxel coordinate u is floor(u) + 1 (cell 0 lies in the padding).
+        cell = (torch.floor(coords[:, axis]) + 1.0).clamp_(0, size).to(torch.int64)
+        flat = flat.mul_(size + 1).add_(cell)
+    return occupied_cells.reshape(-1).index_select(0, flat)
+
+
+def skippable_bounds(
+    field: VoxelRadianceField, samples: RaySamples, step: float
+) -> tuple[bool, bool]:
+    """Whether some sample may be empty, and whether some ray may terminate, judged from the
+    grid's raw range alone (trilinear values with zero padding lie within min(raw, 0) and
+    max(raw, 0), and density grows with raw)."""
+    with torch.no_grad():
+        raw_min, raw_max = torch.aminmax(field.raw_density)
+        bounds = torch.stack([raw_min.clamp(max=0.0), raw_max.clamp(min=0.0)])
+        density_min, density_max = field.density_from_raw(bounds).tolist()
+    longest = int(samples.counts.max().item()) if samples.counts.numel() else 0
+    may_be_empty = density_min * step < empty_optical_depth()
+    may_terminate = density_max * step * longest > -math.log(TERMINATION_TRANSMITTANCE)
+    return may_be_empty, may_terminate
+
+
+def composite_rays(
+    weights: torch.Tensor, distances: torch.Tensor, colors: torch.Tensor, samples: RaySamples
+) -> torch.Tensor:
+    """Per-ray sums [n_rays, 2 + c] of weights [m] times (1, distance [m], colors [m, c]).
+
+    Columns are opacity, unnormalised depth and colour; differentiable w.r.t. weights and colors.
+    """
+    return _Composite.apply(weights, distances, colors, samples.ray_index, samples.counts)
+
+
+class _Composite(torch.autograd.Function):
+    """Weighted per-ray sums as one bag-sum gather; the backward gathers the ray gradients."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        weights: torch.Tensor,
+        distances: torch.Tensor,
+        colors: torch.Tensor,
+        ray_index: torch.Tensor,
+        counts: torch.Tensor,
+    ) -> torch.Tensor:
+        values = torch.empty(
+            colors.shape[0], 2 + colors.shape[1], dtype=colors.dtype, device=colors.device
+        )
+        values[:, 0] = 1.0
+        values[:, 1] = distances
+        values[:, 2:] = colors
+        ctx.save_for_backward(weights, values, ray_index)
+        if values.device.type not in ("cpu", "cuda"):
+            out = values.new_zeros(counts.shape[0], values.shape[1])
+            return out.index_add_(0, ray_index, weights[:, None] * values)
+        starts = torch.cumsum(counts, dim=0) - counts
+        every_row = torch.arange(values.shape[0], device=values.device)
+        return F.embedding_bag(every_row, values, starts, mode="sum", per_sample_weights=weights)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        weights, values, ray_index = ctx.saved_tensors
+        per_sample = grad.index_select(0, ray_index)  # [m, 2 + c]
+        grad_weights = (per_sample * values).sum(dim=1) if ctx.needs_input_grad[0] else None
+        grad_colors = None
+        if ctx.needs_input_grad[2]:
+            grad_colors = per_sample[:, 2:] * weights[:, None]
+        return grad_weights, None, grad_colors, None, None
+
+
+def lookup_contributing_samples(
+    field: VoxelRadianceField,
+    samples: RaySamples,
+    origins: torch.Tensor,
+    directions: torch.Tensor,
+) -> tuple[RaySamples, GridLookup]:
+    """The samples worth evaluating and their grid lookup.
+
+    Drops empty space (per-cell density bounds, then exact densities) and samples past
+    termination; both tests are skipped when the grid's density range rules them out.
+    """
+    step = field.step_size
+    # Sample positions in voxel units: origin and direction mapped once per ray.
+    voxel_directions = directions * field.voxels_per_unit.to(directions)
+    coords = samples.positions(field.to_voxel_coords(origins), voxel_directions)
+    may_be_empty, may_terminate = skippable_bounds(field, samples, step)
+    if may_be_empty:
+        occupied = occupied_samples(field, coords, step)
+        if not bool(occupied.all()):
+            rows = torch.nonzero(occupied).squeeze(1)
+            samples, coords = samples.take(rows), coords.index_select(0, rows)
+    size_x, size_y, size_z = field.grid_size
+    lookup = GridLookup.at_voxel_coords(coords, (size_z, size_y, size_x))
+    if may_be_empty or may_terminate:
+        with torch.no_grad():
+            (raw,) = lookup.gather(field.raw_density)
+        keep = contributing_samples(field.density_from_raw(raw[:, 0]), samples, step)
+        if not bool(keep.all()):
+            rows = torch.nonzero(keep).squeeze(1)
+            samples, lookup = samples.take(rows), lookup.take(rows)
+    return samples, lookup
+
+
+def render_view(field: VoxelRadianceField, camera: Camera) -> RenderOutput:
+    """Render one view: SJC's marching on packed samples, skipping empty and hidden ones.
+
+    Equivalent to `render_reference.render_view_dense` up to the skipped samples, whose alpha
+    is below EMPTY_ALPHA each or whose transmittance is below TERMINATION_TRANSMITTANCE.
+    Differentiable w.r.t. the density and feature grids, the background and d_scale.
+    """
+    if camera.device != field.raw_density.device:
+        raise ValueError(
+            f"camera is on {camera.device} but the field on {field.raw_density.device}; "
+            "move the camera with camera.to(device)"
+        )
+    origins, directions = rays_from_camera(camera)
+    step = field.step_size
+    samples, n_dense = march_rays(origins, directions, field.bbox_len, step)
+    if field.alpha_mask_enabled and field.alpha_mask is not None:
+        samples = samples.select(field.occupied(samples.positions(origins, directions)))
+    samples, lookup = lookup_contributing_samples(field, samples, origins, directions)
+
+    # Density and features of the kept samples, differentiable w.r.t. the grids.
+    raw, features = lookup.sample(field.raw_density, field.feature_grid)
+    weights = volume_weights(field.density_from_raw(raw[:, 0]), samples, step)
+    colors = field.color_from_features(features)
+    colored = weights.detach() > field.weight_threshold
+    if not bool(colored.all()):
+        colors = colors * colored[:, None]
+
+    # Composite per ray: opacity, depth and colour; the background fills the rest.
+    sums = composite_rays(weights, samples.distances, colors, samples)
+    opacity, background_weight = sums[:, 0], 1.0 - sums[:, 0]
+    depth = sums[:, 1] + background_weight * BACKGROUND_DEPTH
+    rgb = sums[:, 2:] + background_weight[:, None] * field.background_color(directions)
+    height, width = camera.height, camera.width
+    return RenderOutput(
+        image=rgb.t().reshape(1, field.channels, height, width),
+        depth=depth.reshape(1, 1, height, width),
+        opacity=opacity.reshape(1, 1, height, width),
+        weights=weights,
+        n_samples_dense=n_dense,
+    )
