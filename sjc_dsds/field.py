@@ -297,7 +297,6 @@ class GridLookup:
         self.grid_zyx = (size_z, size_y, size_x)
         self.n_voxels = size_z * size_y * size_x
         self.offsets = [(dz * size_y + dy) * size_x + dx for dz, dy, dx in _CORNERS]
-        self._by_point: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def at_voxel_coords(cls, coords: torch.Tensor, grid_zyx: tuple[int, int, int]) -> GridLookup:
@@ -388,13 +387,15 @@ class GridLookup:
 
     def scatter(self, grad: torch.Tensor) -> torch.Tensor:
         """Adjoint of `gather`: grad [n, c] -> grid gradient [c, n_voxels] by scatter-add."""
-        channels = grad.shape[1]
-        out = torch.zeros(channels, self.n_voxels, dtype=grad.dtype, device=grad.device)
-        by_channel = grad.t().contiguous()
-        for channel in range(channels):
+        return self.scatter_rows(grad.t().contiguous())
+
+    def scatter_rows(self, by_channel: torch.Tensor) -> torch.Tensor:
+        """`scatter` for a channel-major gradient [c, n] -> [c, n_voxels]."""
+        out = by_channel.new_zeros(by_channel.shape[0], self.n_voxels)
+        for channel, grad in enumerate(by_channel):
             # Corner k of every point is base + offset_k: scatter into the shifted view.
             for weight, offset in zip(self.weights, self.offsets):
-                out[channel, offset:].scatter_add_(0, self.base, weight * by_channel[channel])
+                out[channel, offset:].scatter_add_(0, self.base, weight * grad)
         return out
 
     def _check_grid(self, grid: torch.Tensor) -> int:
@@ -406,13 +407,12 @@ class GridLookup:
         return int(grid.shape[1])
 
     def _corners_by_point(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Corner voxel indices and weights [n * 8], point-major (the layout a gather wants)."""
-        if self._by_point is None:
-            index_dtype = torch.int32 if self.n_voxels < 2**31 else torch.int64
-            offsets = torch.tensor(self.offsets, dtype=index_dtype, device=self.base.device)
-            indices = (self.base.to(index_dtype)[:, None] + offsets).view(-1)
-            self._by_point = (indices, self.weights.t().reshape(-1))
-        return self._by_point
+        """Corner voxel indices and weights [n * 8], point-major (the layout a gather wants);
+        built per call and dropped after it, as the backward needs only the corner-major one."""
+        index_dtype = torch.int32 if self.n_voxels < 2**31 else torch.int64
+        offsets = torch.tensor(self.offsets, dtype=index_dtype, device=self.base.device)
+        indices = (self.base.to(index_dtype)[:, None] + offsets).view(-1)
+        return indices, self.weights.t().reshape(-1)
 
 
 class _SparseTrilinear(torch.autograd.Function):
@@ -422,6 +422,9 @@ class _SparseTrilinear(torch.autograd.Function):
     def forward(ctx: Any, lookup: GridLookup, *grids: torch.Tensor) -> tuple[torch.Tensor, ...]:
         ctx.lookup = lookup
         ctx.grid_shapes = [grid.shape for grid in grids]
+        # Outputs without a gradient (e.g. features under the emptiness loss) stay None, so
+        # the backward scatters only the channels that received one.
+        ctx.set_materialize_grads(False)
         return lookup.gather(*grids)
 
     @staticmethod
@@ -433,8 +436,8 @@ class _SparseTrilinear(torch.autograd.Function):
         ]
         results: list[torch.Tensor | None] = [None] * (len(grads) + 1)
         if wanted:
-            combined = torch.cat([grads[index] for index in wanted], dim=1)
-            grid_grads = ctx.lookup.scatter(combined)
+            by_channel = torch.cat([grads[index].t() for index in wanted], dim=0)
+            grid_grads = ctx.lookup.scatter_rows(by_channel)
             start = 0
             for index in wanted:
                 shape = ctx.grid_shapes[index]

@@ -137,25 +137,61 @@ def march_rays(
     return RaySamples(ray_index, distances, counts), n_ticks * n_rays
 
 
-def exclusive_optical_depth(optical: torch.Tensor, samples: RaySamples) -> torch.Tensor:
-    """Per-ray exclusive cumulative sum [m] of optical depths [m] of samples grouped by ray.
-
-    Accumulated in float64 over the packed array, minus each ray's total at its first sample.
-    """
-    # MPS has no float64; there the sums stay in float32.
-    wide = torch.float32 if optical.device.type == "mps" else torch.float64
-    optical64 = optical.to(wide)
+def exclusive_optical_depth(
+    optical: torch.Tensor, ray_index: torch.Tensor, counts: torch.Tensor
+) -> torch.Tensor:
+    """Per-ray exclusive cumulative sum [m] of optical depths [m] of samples grouped by ray
+    (ray_index [m], counts [n_rays]); accumulated in float64 over the packed array, minus each
+    ray's total at its first sample."""
+    optical64 = optical.to(_accumulation_dtype(optical.device))
     exclusive = torch.cumsum(optical64, dim=0) - optical64
-    starts = torch.cumsum(samples.counts, dim=0) - samples.counts
-    first = starts.index_select(0, samples.ray_index)
+    first = (torch.cumsum(counts, dim=0) - counts).index_select(0, ray_index)
     return (exclusive - exclusive.index_select(0, first)).to(optical.dtype)
 
 
 def volume_weights(density: torch.Tensor, samples: RaySamples, step: float) -> torch.Tensor:
     """Weights alpha_i T_i [m]: alpha = 1 - exp(-density step), T_i = prod_{j<i} (1 - alpha_j)."""
-    optical = density * step
-    transmittance = torch.exp(-exclusive_optical_depth(optical, samples))
-    return -torch.expm1(-optical) * transmittance
+    return _VolumeWeights.apply(density, samples.ray_index, samples.counts, step)
+
+
+class _VolumeWeights(torch.autograd.Function):
+    """Volume-rendering weights with the closed-form backward (no graph of the scan).
+
+    With tau = density step, T_k = exp(-sum_{j<k} tau_j) and w_k = (1 - exp(-tau_k)) T_k:
+    dL/dtau_k = g_k (T_k - w_k) - sum_{i>k, same ray} g_i w_i.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        density: torch.Tensor,
+        ray_index: torch.Tensor,
+        counts: torch.Tensor,
+        step: float,
+    ) -> torch.Tensor:
+        optical = density * step
+        transmittance = torch.exp(-exclusive_optical_depth(optical, ray_index, counts))
+        weights = -torch.expm1(-optical) * transmittance
+        ctx.save_for_backward(transmittance, weights, ray_index, counts)
+        ctx.step = step
+        return weights
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        transmittance, weights, ray_index, counts = ctx.saved_tensors
+        # Suffix sums of g w within each ray: the ray's running total at its last sample
+        # minus the running total here, accumulated in float64.
+        weighted = (grad * weights).to(_accumulation_dtype(grad.device))
+        running = torch.cumsum(weighted, dim=0)
+        last = (torch.cumsum(counts, dim=0) - 1).clamp_(min=0).index_select(0, ray_index)
+        behind = (running.index_select(0, last) - running).to(grad.dtype)
+        grad_optical = torch.addcmul(-behind, grad, transmittance - weights)
+        return grad_optical * ctx.step, None, None, None
+
+
+def _accumulation_dtype(device: torch.device) -> torch.dtype:
+    """float64 for running sums over the packed samples; MPS has none and keeps float32."""
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def empty_optical_depth() -> float:
@@ -168,7 +204,7 @@ def contributing_samples(density: torch.Tensor, samples: RaySamples, step: float
     with torch.no_grad():
         optical = density * step
         nonempty = optical >= empty_optical_depth()
-        before = exclusive_optical_depth(optical * nonempty, samples)
+        before = exclusive_optical_depth(optical * nonempty, samples.ray_index, samples.counts)
     return nonempty & (before <= -math.log(TERMINATION_TRANSMITTANCE))
 
 
@@ -242,11 +278,16 @@ class _Composite(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         weights, values, ray_index = ctx.saved_tensors
-        per_sample = grad.index_select(0, ray_index)  # [m, 2 + c]
-        grad_weights = (per_sample * values).sum(dim=1) if ctx.needs_input_grad[0] else None
-        grad_colors = None
+        # Channel-major rows [m] keep every product below contiguous.
+        per_sample = [column.index_select(0, ray_index) for column in grad.t().contiguous()]
+        grad_weights = grad_colors = None
+        if ctx.needs_input_grad[0]:
+            colors = values[:, 2:].t().contiguous()
+            grad_weights = torch.addcmul(per_sample[0], per_sample[1], values[:, 1])
+            for channel, color in enumerate(colors):
+                grad_weights.addcmul_(per_sample[2 + channel], color)
         if ctx.needs_input_grad[2]:
-            grad_colors = per_sample[:, 2:] * weights[:, None]
+            grad_colors = (torch.stack(per_sample[2:]) * weights).t()
         return grad_weights, None, grad_colors, None, None
 
 
