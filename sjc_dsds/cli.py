@@ -131,7 +131,15 @@ def flag_rows() -> list[tuple[str, str, str, str]]:
     return rows
 
 
-_DERIVED = {"vox.c", "vox.model_type", "sd.model_id", "out_dir", "save_every", "vis_every"}
+_DERIVED = {
+    "vox.c",
+    "vox.model_type",
+    "vox.blend_bg_texture",
+    "sd.model_id",
+    "out_dir",
+    "save_every",
+    "vis_every",
+}
 
 
 def help_text() -> str:

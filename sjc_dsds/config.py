@@ -118,7 +118,11 @@ class VoxConfig(Group):
     c: int | None = Field(
         None, ge=1, description="Feature channels; default follows --family (4 for sd, 3 for toy)."
     )
-    blend_bg_texture: bool = Field(True, description="Blend a learned background texture.")
+    blend_bg_texture: bool | None = Field(
+        None,
+        description="Blend a learned background texture; default follows --family (sd: True, "
+        "toy: False, its prior has a fixed background).",
+    )
     bg_texture_hw: int = Field(4, ge=1, description="Side of the background texture.")
     alpha_mask: bool = Field(
         False, description="Prune empty space with a max-pooled alpha mask (off in SJC)."
@@ -296,6 +300,8 @@ class SJCConfig(Group):
             )
         if self.vox.model_type is None:
             self.vox.model_type = expected_type
+        if self.vox.blend_bg_texture is None:
+            self.vox.blend_bg_texture = self.family == "sd"
         manual = [self.view.prompt_front, self.view.prompt_side, self.view.prompt_back]
         if self.prompt_debias and any(p is not None for p in manual + [self.view.prompt_overhead]):
             raise ValueError(
