@@ -248,7 +248,13 @@ def run_sjc(
 
     log = MetricsLog(run.metrics, start_step=state.step)
     end = cfg.n_steps if stop_after is None else min(cfg.n_steps, state.step + stop_after)
-    bar = tqdm(range(state.step, end), initial=state.step, total=cfg.n_steps, disable=not progress)
+    bar = tqdm(
+        range(state.step, end),
+        initial=state.step,
+        total=cfg.n_steps,
+        disable=not progress,
+        mininterval=0.5,
+    )
     bar.set_description(cfg.prompt[:30])
     metrics: dict[str, Any] = {}
     try:
