@@ -30,8 +30,11 @@ class VoxelRadianceField(torch.nn.Module):
         background: torch.Tensor | None,
     ) -> None:
         super().__init__()
-        if vox.model_type is None or vox.c is None:
-            raise ValueError("vox.model_type and vox.c must be set (SJCConfig fills them in)")
+        if vox.model_type is None or vox.c is None or vox.blend_bg_texture is None:
+            raise ValueError(
+                "vox.model_type, vox.c and vox.blend_bg_texture must be set "
+                "(SJCConfig fills them in from --family)"
+            )
         _check_grid("raw_density", raw_density, 1)
         _check_grid("features", features, vox.c)
         if tuple(raw_density.shape[2:]) != tuple(features.shape[2:]):
@@ -393,7 +396,8 @@ class GridLookup:
         """`scatter` for a channel-major gradient [c, n] -> [c, n_voxels]."""
         out = by_channel.new_zeros(by_channel.shape[0], self.n_voxels)
         for channel, grad in enumerate(by_channel):
-            # Corner k of every point is base + offset_k: scatter into the shifted view.
+            # Corner k of every point is base + offset_k: scatter into the shifted view; the
+            # product stays small enough to be in cache when it is scattered.
             for weight, offset in zip(self.weights, self.offsets):
                 out[channel, offset:].scatter_add_(0, self.base, weight * grad)
         return out

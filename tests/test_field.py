@@ -13,7 +13,12 @@ from sjc_dsds.field import GridLookup, VoxelRadianceField
 
 
 def _vox(**overrides: object) -> VoxConfig:
-    settings: dict[str, object] = {"c": 4, "model_type": "V_SD", "grid_size": (4, 5, 6)}
+    settings: dict[str, object] = {
+        "c": 4,
+        "model_type": "V_SD",
+        "grid_size": (4, 5, 6),
+        "blend_bg_texture": True,
+    }
     settings.update(overrides)
     return VoxConfig(**settings)
 

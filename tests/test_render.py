@@ -38,7 +38,12 @@ def _one_thread() -> Iterator[None]:
 
 
 def _field(size: int, seed: int = 0, **overrides: object) -> VoxelRadianceField:
-    settings: dict[str, object] = {"c": 4, "model_type": "V_SD", "grid_size": size}
+    settings: dict[str, object] = {
+        "c": 4,
+        "model_type": "V_SD",
+        "grid_size": size,
+        "blend_bg_texture": True,
+    }
     settings.update(overrides)
     return VoxelRadianceField.from_config(
         VoxConfig(**settings), torch.device("cpu"), torch.Generator().manual_seed(seed)
