@@ -20,8 +20,8 @@ Peak memory is the growth of the peak resident set (VmHWM in /proc/self/status, 
 Both variants are timed with one intra-op thread and with torch's default (both cores). On
 the shared 2-core machines of this project OpenMP barriers stall whenever another process
 holds a core (a 10 ms render took 300 ms with two threads), so the multi-thread rows time the
-machine's load as much as the renderers. The one-thread rows are the robust comparison, and
-the final line is the issue's setting (initial scene) at the first thread count listed.
+machine's load as much as the renderers; the one-thread rows are the robust comparison. The
+final line is the issue's setting (initial scene) with torch's default thread count.
 """
 
 from __future__ import annotations
@@ -198,13 +198,14 @@ def main() -> int:
                     f"{scene:8s} {name:7s} {threads:8d} {row['wall']:8.3f} "
                     f"{row['wall_min']:8.3f} {row['cpu']:8.3f} {memory:>8s} {ratio}"
                 )
-    # The headline is the issue's setting with the first thread count (one by default): the
-    # figure that other processes on a shared machine do not distort.
-    headline_threads = thread_counts[0]
-    torch.set_num_threads(headline_threads)
+    # The headline is the issue's setting on all cores (torch's default thread count) when
+    # that count was measured; the growth tables use the first count listed (one by default),
+    # which other processes on a shared machine distort least.
+    headline_threads = default_threads if default_threads in thread_counts else thread_counts[0]
+    torch.set_num_threads(thread_counts[0])
     if not args.no_growth:
         print(
-            f"\ngrowth, initial scene, {headline_threads} threads: median wall seconds "
+            f"\ngrowth, initial scene, {thread_counts[0]} threads: median wall seconds "
             "(fast / dense = speedup)"
         )
         for grid, rend_hw in [(64, 64), (100, 64), (160, 64), (100, 32), (100, 128)]:
