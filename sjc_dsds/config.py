@@ -127,6 +127,9 @@ class VoxConfig(Group):
     alpha_mask: bool = Field(
         False, description="Prune empty space with a max-pooled alpha mask (off in SJC)."
     )
+    alpha_mask_every: int = Field(
+        100, ge=1, description="Rebuild the alpha mask every this many steps (with alpha_mask)."
+    )
     alpha_mask_thres: float = Field(
         0.08, ge=0, le=1, description="Voxel alpha below which space counts as empty."
     )

@@ -259,6 +259,8 @@ def run_sjc(
     metrics: dict[str, Any] = {}
     try:
         for step in bar:
+            if cfg.vox.alpha_mask and step % cfg.vox.alpha_mask_every == 0:
+                state.field.update_alpha_mask()
             metrics, _, out = sjc_step(state, step)
             state.step = step + 1
             if step % cfg.log_every == 0 or state.step == cfg.n_steps:

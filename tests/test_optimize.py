@@ -272,3 +272,17 @@ def test_missing_model_fails_before_writing_anything(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--sd.model_id" in err and "no_such_model" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_alpha_mask_is_built_and_resume_still_matches(
+    tiny_sd_dir: Path, tiny_model, tmp_path: Path
+) -> None:
+    flags = {"vox.alpha_mask": True, "vox.alpha_mask_every": 2, "vox.alpha_mask_thres": 0.001}
+    full = optimize.run_sjc(
+        small_config(tiny_sd_dir, tmp_path / "full", **flags), model=tiny_model, progress=False
+    )
+    assert "alpha_mask" in final_field(full.run_dir)
+    cfg = small_config(tiny_sd_dir, tmp_path / "resumed", **flags)
+    optimize.run_sjc(cfg, model=tiny_model, stop_after=3, progress=False)
+    resumed = optimize.run_sjc(cfg, resume=True, model=tiny_model, progress=False)
+    assert_same_fields(final_field(full.run_dir), final_field(resumed.run_dir))
