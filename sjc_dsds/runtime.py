@@ -12,7 +12,7 @@ from sjc_dsds.errors import ConfigError
 def resolve_device(name: str) -> torch.device:
     """Turn the `--device` flag (auto, cpu, cuda, cuda:N, mps) into a torch.device, once."""
     if name == "auto":
-        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: CUDA is not available here; use cpu or auto")
