@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from sjc_dsds.cameras import Camera
-from sjc_dsds.field import GridLookup, VoxelRadianceField
+from sjc_dsds.field import VoxelRadianceField
+from sjc_dsds.grid_lookup import GridLookup
 
 BACKGROUND_DEPTH = 10.0
 # SJC replaces zero direction components by this before dividing (`ray_box_intersect`).

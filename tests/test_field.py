@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from sjc_dsds.config import SJCConfig, VoxConfig
-from sjc_dsds.field import GridLookup, VoxelRadianceField
+from sjc_dsds.field import VoxelRadianceField
+from sjc_dsds.grid_lookup import GridLookup
 
 
 def _vox(**overrides: object) -> VoxConfig:
