@@ -58,12 +58,20 @@ class RaySamples(NamedTuple):
         return RaySamples(ray_index, self.distances.index_select(0, rows), counts)
 
     def positions(self, origins: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-        """Sample positions [m, 3] = origin + distance * direction of each sample's ray."""
-        return torch.addcmul(
-            origins.index_select(0, self.ray_index),
-            directions.index_select(0, self.ray_index),
-            self.distances[:, None],
-        )
+        """Sample positions [m, 3] = origin + distance * direction of each sample's ray.
+
+        Stored axis-major (a transposed [3, m]) so that the per-axis passes of the grid lookup
+        read contiguous memory.
+        """
+        positions = self.distances.new_empty(3, self.distances.shape[0])
+        for axis, out in enumerate(positions):
+            torch.addcmul(
+                origins[:, axis].index_select(0, self.ray_index),
+                directions[:, axis].index_select(0, self.ray_index),
+                self.distances,
+                out=out,
+            )
+        return positions.t()
 
 
 def rays_from_camera(camera: Camera) -> tuple[torch.Tensor, torch.Tensor]:
@@ -216,11 +224,18 @@ def occupied_samples(field: VoxelRadianceField, coords: torch.Tensor, step: floa
     """
     occupied_cells = field.cell_density_bound() * step >= empty_optical_depth()
     size_x, size_y, size_z = field.grid_size
-    flat = torch.zeros(coords.shape[0], dtype=torch.int64, device=coords.device)
-    for axis, size in ((2, size_z), (1, size_y), (0, size_x)):
-        # The cell of voxel coordinate u is floor(u) + 1 (cell 0 lies in the padding).
-        cell = (torch.floor(coords[:, axis]) + 1.0).clamp_(0, size).to(torch.int64)
-        flat = flat.mul_(size + 1).add_(cell)
+    # The cell of voxel coordinate u is floor(u) + 1 (cell 0 lies in the padding).
+    cells = [
+        torch.floor(coords[:, axis]).add_(1.0).clamp_(0, size)
+        for axis, size in enumerate((size_x, size_y, size_z))
+    ]
+    if occupied_cells.numel() <= 2**24:
+        # Integers below 2^24 are exact in float32: the flat index without integer passes.
+        flat = torch.add(cells[1], cells[2], alpha=size_y + 1)
+        flat = torch.add(cells[0], flat, alpha=size_x + 1).to(torch.int64)
+    else:
+        cell_x, cell_y, cell_z = (cell.to(torch.int64) for cell in cells)
+        flat = (cell_z * (size_y + 1) + cell_y) * (size_x + 1) + cell_x
     return occupied_cells.reshape(-1).index_select(0, flat)
 
 
@@ -312,7 +327,7 @@ def lookup_contributing_samples(
         occupied = occupied_samples(field, coords, step)
         if not bool(occupied.all()):
             rows = torch.nonzero(occupied).squeeze(1)
-            samples, coords = samples.take(rows), coords.index_select(0, rows)
+            samples, coords = samples.take(rows), _take_points(coords, rows)
     size_x, size_y, size_z = field.grid_size
     lookup = GridLookup.at_voxel_coords(coords, (size_z, size_y, size_x))
     if may_be_empty or may_terminate:
@@ -323,6 +338,14 @@ def lookup_contributing_samples(
             rows = torch.nonzero(keep).squeeze(1)
             samples, lookup = samples.take(rows), lookup.take(rows)
     return samples, lookup
+
+
+def _take_points(points: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """points [m, 3] at `rows` [m'] -> [m', 3], kept axis-major like `RaySamples.positions`."""
+    taken = points.new_empty(3, rows.shape[0])
+    for axis, out in enumerate(taken):
+        torch.index_select(points[:, axis], 0, rows, out=out)
+    return taken.t()
 
 
 def render_view(field: VoxelRadianceField, camera: Camera) -> RenderOutput:
