@@ -151,7 +151,7 @@ class GridLookup:
         index_dtype = torch.int32 if self.n_voxels < 2**31 else torch.int64
         offsets = torch.tensor(self.offsets, dtype=index_dtype, device=self.base.device)
         indices = (self.base.to(index_dtype)[:, None] + offsets).view(-1)
-        return indices, _transpose_exactly(self.weights).view(-1)
+        return indices, transpose_exactly(self.weights).view(-1)
 
 
 class _SparseTrilinear(torch.autograd.Function):
@@ -191,18 +191,27 @@ def _gather_kernels_supported(device: torch.device) -> bool:
     return device.type in ("cpu", "cuda")
 
 
-def _transpose_exactly(matrix: torch.Tensor) -> torch.Tensor:
-    """matrix [a, b] -> contiguous [b, a] with the same values.
+def transpose_exactly(matrix: torch.Tensor) -> torch.Tensor:
+    """matrix [a, b] with a or b small -> contiguous [b, a] with the same values.
 
-    On CPU a product with the identity (x * 1 + 0 * y, exact in IEEE arithmetic for finite
+    On CPU a product with a small identity (x * 1 + 0 * y, exact in IEEE arithmetic for finite
     values) runs about twice as fast as a strided copy; it is used only where float32 matmuls
     run at full precision, never with reduced-precision modes (TF32, bf16) that would round.
     """
+    rows, columns = matrix.shape
     if (
         matrix.device.type == "cpu"
         and matrix.dtype in (torch.float32, torch.float64)
         and torch.get_float32_matmul_precision() == "highest"
+        and min(rows, columns) <= _SMALL_SIDE
     ):
-        identity = torch.eye(matrix.shape[0], dtype=matrix.dtype, device=matrix.device)
-        return torch.mm(matrix.t(), identity)
+        if rows <= columns:
+            identity = torch.eye(rows, dtype=matrix.dtype, device=matrix.device)
+            return torch.mm(matrix.t(), identity)
+        identity = torch.eye(columns, dtype=matrix.dtype, device=matrix.device)
+        return torch.mm(identity, matrix.t())
     return matrix.t().contiguous()
+
+
+# Identity products cost O(small side) per element: only for thin matrices.
+_SMALL_SIDE = 16

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from sjc_dsds.cameras import Camera
 from sjc_dsds.field import VoxelRadianceField
-from sjc_dsds.grid_lookup import GridLookup
+from sjc_dsds.grid_lookup import GridLookup, transpose_exactly
 
 BACKGROUND_DEPTH = 10.0
 # SJC replaces zero direction components by this before dividing (`ray_box_intersect`).
@@ -153,9 +153,18 @@ def exclusive_optical_depth(
     (ray_index [m], counts [n_rays]); accumulated in float64 over the packed array, minus each
     ray's total at its first sample."""
     optical64 = optical.to(_accumulation_dtype(optical.device))
-    exclusive = torch.cumsum(optical64, dim=0) - optical64
-    first = (torch.cumsum(counts, dim=0) - counts).index_select(0, ray_index)
-    return (exclusive - exclusive.index_select(0, first)).to(optical.dtype)
+    exclusive = torch.cumsum(optical64, dim=0).sub_(optical64)
+    # Each ray's running total at its first sample, gathered per ray, then per sample.
+    at_first = _per_ray(exclusive, torch.cumsum(counts, dim=0) - counts)
+    return exclusive.sub_(at_first.index_select(0, ray_index)).to(optical.dtype)
+
+
+def _per_ray(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """values [m] at one row per ray [n_rays]; rows past the end (rays without samples, whose
+    value is never used) read the last sample."""
+    if values.numel() == 0:
+        return values.new_zeros(rows.shape[0])
+    return values.index_select(0, rows.clamp(0, values.shape[0] - 1))
 
 
 def volume_weights(density: torch.Tensor, samples: RaySamples, step: float) -> torch.Tensor:
@@ -192,10 +201,10 @@ class _VolumeWeights(torch.autograd.Function):
         # minus the running total here, accumulated in float64.
         weighted = (grad * weights).to(_accumulation_dtype(grad.device))
         running = torch.cumsum(weighted, dim=0)
-        last = (torch.cumsum(counts, dim=0) - 1).clamp_(min=0).index_select(0, ray_index)
-        behind = (running.index_select(0, last) - running).to(grad.dtype)
-        grad_optical = torch.addcmul(-behind, grad, transmittance - weights)
-        return grad_optical * ctx.step, None, None, None
+        at_last = _per_ray(running, torch.cumsum(counts, dim=0) - 1)
+        behind = at_last.index_select(0, ray_index).sub_(running).to(grad.dtype)
+        grad_optical = torch.addcmul(behind.neg_(), grad, transmittance - weights)
+        return grad_optical.mul_(ctx.step), None, None, None
 
 
 def _accumulation_dtype(device: torch.device) -> torch.dtype:
@@ -294,16 +303,18 @@ class _Composite(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         weights, values, ray_index = ctx.saved_tensors
-        # Channel-major rows [m] keep every product below contiguous.
-        per_sample = [column.index_select(0, ray_index) for column in grad.t().contiguous()]
+        # Channel-major rows [2 + c, m] keep every product below contiguous.
+        per_sample = grad.new_empty(grad.shape[1], ray_index.shape[0])
+        for row, column in zip(per_sample, grad.t()):
+            torch.index_select(column, 0, ray_index, out=row)
         grad_weights = grad_colors = None
         if ctx.needs_input_grad[0]:
-            colors = values[:, 2:].t().contiguous()
-            grad_weights = torch.addcmul(per_sample[0], per_sample[1], values[:, 1])
-            for channel, color in enumerate(colors):
-                grad_weights.addcmul_(per_sample[2 + channel], color)
+            by_channel = transpose_exactly(values)
+            grad_weights = torch.addcmul(per_sample[0], per_sample[1], by_channel[1])
+            for channel in range(2, values.shape[1]):
+                grad_weights.addcmul_(per_sample[channel], by_channel[channel])
         if ctx.needs_input_grad[2]:
-            grad_colors = (torch.stack(per_sample[2:]) * weights).t()
+            grad_colors = per_sample[2:].mul_(weights).t()
         return grad_weights, None, grad_colors, None, None
 
 
