@@ -344,6 +344,8 @@ def resolve(parsed: ParsedArgs) -> SJCConfig:
     for action in ("resume", "eval_only"):
         if action in parsed.actions:
             run_dir = Path(str(parsed.actions[action]))
+            if not (run_dir / "config.yaml").is_file():
+                raise ConfigError(f"--{action} {run_dir}: not a run directory (no config.yaml)")
             base = read_yaml(run_dir / "config.yaml", f"--{action}")
             base.pop("version", None)
             base["out_dir"] = str(run_dir)

@@ -144,3 +144,14 @@ def test_readme_flag_table_is_current() -> None:
     start = readme.index("<!-- flags:start -->\n") + len("<!-- flags:start -->\n")
     end = readme.index("\n<!-- flags:end -->")
     assert readme[start:end] == flag_table_markdown(), "regenerate with flag_table_markdown()"
+
+
+def test_resume_of_a_missing_run_dir_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--resume", str(tmp_path / "nope")]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: --resume {tmp_path / 'nope'}: not a run directory (no config.yaml)\n"
+    )
+    assert not (tmp_path / "nope").exists()
