@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from sjc_dsds.config import SJCConfig, VoxConfig
 from sjc_dsds.field import VoxelRadianceField
-from sjc_dsds.grid_lookup import GridLookup
+from sjc_dsds.grid_lookup import GridLookup, transpose_exactly
 
 
 def _vox(**overrides: object) -> VoxConfig:
@@ -262,6 +262,39 @@ def test_grid_lookup_passes_gradcheck_on_a_tiny_grid() -> None:
     assert torch.autograd.gradcheck(
         lambda g: lookup.sample(g)[0], (grid.requires_grad_(),), eps=1e-6, atol=1e-8
     )
+
+
+def test_grid_lookup_gradient_does_not_depend_on_the_thread_count() -> None:
+    # With several torch threads the backward scatters grid rows on parallel Python threads;
+    # every row is written by one thread in the serial order, so the sums must be bitwise equal.
+    generator = torch.Generator().manual_seed(12)
+    grids = [torch.randn(1, c, 6, 7, 8, generator=generator).requires_grad_() for c in (1, 4)]
+    points = torch.rand(20000, 3, generator=generator) * torch.tensor([8.0, 7.0, 6.0]) - 0.5
+    upstream = [torch.randn(20000, c, generator=generator) for c in (1, 4)]
+    results = {}
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 3):
+            torch.set_num_threads(count)
+            lookup = GridLookup.at_voxel_coords(points, (6, 7, 8))
+            results[count] = torch.autograd.grad(lookup.sample(*grids), grids, upstream)
+    finally:
+        torch.set_num_threads(threads)
+    for serial, parallel in zip(results[1], results[3]):
+        assert torch.equal(serial, parallel)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(8, 3000), (3000, 6), (5, 5), (40, 30)])
+def test_transpose_exactly_equals_a_strided_copy(dtype: torch.dtype, shape: tuple) -> None:
+    # Normal numbers of magnitudes 1e-30..1e30 and exact zeros: x * 1 + 0 * y must keep x.
+    generator = torch.Generator().manual_seed(13)
+    magnitude = 10.0 ** torch.randint(-30, 31, shape, generator=generator).to(dtype)
+    matrix = torch.randn(shape, generator=generator, dtype=dtype) * magnitude
+    matrix[torch.rand(shape, generator=generator) < 0.1] = 0.0
+    transposed = transpose_exactly(matrix)
+    assert transposed.is_contiguous()
+    assert torch.equal(transposed, matrix.t())
 
 
 def test_field_lookup_agrees_with_field_density() -> None:
