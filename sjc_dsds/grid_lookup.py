@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -124,15 +125,31 @@ class GridLookup:
     def scatter_rows(self, by_channel: torch.Tensor) -> torch.Tensor:
         """`scatter` for a channel-major gradient [c, n] -> [c, n_voxels]."""
         out = by_channel.new_zeros(by_channel.shape[0], self.n_voxels)
-        self._scatter_add_into(out, by_channel)
+        self._scatter_add_into(list(zip(out, by_channel)))
         return out
 
-    def _scatter_add_into(self, out: torch.Tensor, by_channel: torch.Tensor) -> None:
-        """Add the adjoint of `gather` of by_channel [c, n] into out [c, n_voxels]."""
+    def _scatter_add_into(self, rows: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Add the adjoint of `gather` of each gradient [n] into its grid row [n_voxels].
+
+        On CPU, scatter_add_ runs on one thread; with several torch threads the rows are
+        spread over that many Python threads (the kernels release the GIL; rows are disjoint,
+        so the result does not depend on the schedule).
+        """
+        workers = min(torch.get_num_threads(), len(rows))
+        if workers <= 1 or rows[0][0].device.type != "cpu":
+            self._scatter_rows_serially(rows)
+            return
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(self._scatter_rows_serially, [rows[i::workers] for i in range(workers)]))
+
+    def _scatter_rows_serially(self, rows: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """`_scatter_add_into` on the calling thread."""
+        if not rows:
+            return
         # One product buffer for all corners and channels: fresh allocations of this size cost
         # a third of the multiply on CPU.
-        product = by_channel.new_empty(by_channel.shape[1])
-        for row, grad in zip(out, by_channel):
+        product = rows[0][1].new_empty(rows[0][1].shape[0])
+        for row, grad in rows:
             # Corner k of every point is base + offset_k: scatter into the shifted view.
             for weight, offset in zip(self.weights, self.offsets):
                 row[offset:].scatter_add_(0, self.base, torch.mul(weight, grad, out=product))
@@ -174,12 +191,15 @@ class _SparseTrilinear(torch.autograd.Function):
             if grad is not None and ctx.needs_input_grad[index + 1]
         ]
         results: list[torch.Tensor | None] = [None] * (len(grads) + 1)
+        rows = []
         for index in wanted:
             shape = ctx.grid_shapes[index]
             grid_grad = grads[index].new_zeros(shape[1], ctx.lookup.n_voxels)
             # Channel-major rows (a no-op copy for the renderer's gradients, which are).
-            ctx.lookup._scatter_add_into(grid_grad, grads[index].t().contiguous())
+            rows += zip(grid_grad, grads[index].t().contiguous())
             results[index + 1] = grid_grad.view(shape)
+        if rows:
+            ctx.lookup._scatter_add_into(rows)
         return tuple(results)
 
 
