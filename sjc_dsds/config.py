@@ -80,7 +80,7 @@ class ToyConfig(Group):
     )
     n_images: int = Field(512, ge=1, description="Number of rendered images in the prior.")
     view_caption_frac: float = Field(
-        0.5,
+        1.0,
         ge=0,
         le=1,
         description="Share of prior captions that name their view; the rest do not say it.",
@@ -92,7 +92,7 @@ class ToyConfig(Group):
         description="Share of prior images showing another toy scene (the unconditional mix).",
     )
     guidance_scale: float = Field(
-        7.5, ge=0, description="Classifier-free guidance D_u + s (D_c - D_u) of the toy model."
+        3.0, ge=0, description="Classifier-free guidance D_u + s (D_c - D_u) of the toy model."
     )
     prompt: str | None = Field(None, description="Prompt; default is the scene's own caption.")
 

@@ -1,0 +1,52 @@
+"""End to end: plain SJC with the exact toy prior recovers the ground-truth silhouette."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sjc_dsds import build_config, run_sjc
+from sjc_dsds.toy import ToyScoreModel
+from sjc_dsds.toy.ground_truth import orbit_views, render_scene_views
+from sjc_dsds.toy.metrics import silhouette_iou
+
+# Run flags (see experiments/janus_benchmark.py for why each differs from SJC's default).
+FLAGS = {
+    "family": "toy",
+    "device": "cpu",
+    "n_steps": 300,
+    "score_thres": 0.0,
+    "emptiness_weight": 1000.0,
+    "vox.grid_size": 32,
+    "pose.rend_hw": 32,
+    "pose.train_fov_min_deg": 60.0,
+    "pose.train_fov_max_deg": 60.0,
+    "toy.scene": "head",
+    "toy.front_bias": 0.0,
+    "toy.n_images": 256,
+    "vis_every": 10_000,
+    "save_every": 10_000,
+}
+
+# A recovered silhouette must beat a wrong object of about the same size: on this orbit at 32 px,
+# the cube's silhouette overlaps the head's with IoU <= WRONG_OBJECT_IOU_MAX from every view
+# (0.775 measured; asserted below), so the threshold sits above that and below a perfect 1
+# (300 steps reached 0.87 on the worst view when this was written).
+WRONG_OBJECT_IOU_MAX = 0.8
+SILHOUETTE_IOU_THRESHOLD = 0.82
+
+
+@pytest.mark.slow
+def test_plain_sjc_on_an_unbiased_prior_recovers_the_silhouette_from_every_side(tmp_path):
+    cfg = build_config({**FLAGS, "out_dir": str(tmp_path / "run")})
+    cameras = [view.camera for view in orbit_views(cfg)]
+    head = render_scene_views("head", cameras, cfg, torch.device("cpu")).opacity
+    cube = render_scene_views("cube", cameras, cfg, torch.device("cpu")).opacity
+    assert float(silhouette_iou(cube, head).max()) <= WRONG_OBJECT_IOU_MAX
+
+    result = run_sjc(cfg, model=ToyScoreModel.from_config(cfg, torch.device("cpu")), progress=False)
+    labels = {view.label for view in orbit_views(cfg)}
+    assert labels == {"front", "side", "back"}
+    assert result.metrics["gt_silhouette_iou_min"] >= SILHOUETTE_IOU_THRESHOLD, result.metrics
+    # The head is nearly round, so also check its orientation: no back view looks like a face.
+    assert result.metrics["gt_janus_rate_back"] == 0.0
