@@ -58,11 +58,8 @@ class RaySamples(NamedTuple):
         return RaySamples(ray_index, self.distances.index_select(0, rows), counts)
 
     def positions(self, origins: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-        """Sample positions [m, 3] = origin + distance * direction of each sample's ray.
-
-        Stored axis-major (a transposed [3, m]) so that the per-axis passes of the grid lookup
-        read contiguous memory.
-        """
+        """Sample positions [m, 3] = origin + distance * direction of each sample's ray, stored
+        axis-major (a transposed [3, m]) for contiguous per-axis passes."""
         positions = self.distances.new_empty(3, self.distances.shape[0])
         for axis, out in enumerate(positions):
             torch.addcmul(
