@@ -64,7 +64,7 @@ SHARED_FLAGS: dict[str, Any] = {
 # Width of the method-name column of the orbit picture.
 LABEL_WIDTH_PX = 70
 
-DEFAULTS = {"scenes": ["head", "animal", "cube"], "seeds": [0, 1], "n_steps": 600}
+DEFAULTS = {"scenes": ["head", "animal", "cube"], "seeds": [0, 1, 2], "n_steps": 800}
 QUICK = {"scenes": ["head"], "seeds": [0], "n_steps": 150, "n_images": 128}
 
 # Columns of the printed table: (metric key, header, better direction).
@@ -76,6 +76,7 @@ COLUMNS = (
     ("gt_psnr_back", "PSNR(back)", "higher"),
     ("gt_silhouette_iou", "IoU", "higher"),
     ("gt_orbit_adjacent_difference", "adj.diff", "lower"),
+    ("score_clipped_frac_mean", "clipped", "info"),
 )
 
 
@@ -88,6 +89,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--n_steps", type=int, default=None)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument(
+        "--front_bias", type=float, default=SHARED_FLAGS["toy.front_bias"], help="control runs"
+    )
+    parser.add_argument(
+        "--neutral_prompt", action="store_true", help="prompt 'a <noun>' without the front word"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     return parser.parse_args(argv)
 
@@ -103,24 +110,35 @@ def machine_line() -> str:
     return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
-def scene_prompt(scene: str) -> str:
-    """The benchmark prompt of a scene: its front word and noun ('a smiling head')."""
+def scene_prompt(scene: str, neutral: bool = False) -> str:
+    """The benchmark prompt of a scene: its front word and noun ('a smiling head'), or only the
+    noun ('a head') for the neutral control."""
     built = build_scene(scene)
-    return f"a {built.front_word} {built.noun}"
+    return f"a {built.noun}" if neutral else f"a {built.front_word} {built.noun}"
 
 
-def run_flags(scene: str, seed: int, method: str, n_steps: int, n_images: int, root: Path) -> dict:
+def run_flags(
+    args: argparse.Namespace, scene: str, seed: int, method: str, n_steps: int, n_images: int
+) -> dict:
     """Every flag of one benchmark run."""
     return {
         **SHARED_FLAGS,
         **METHODS[method],
         "toy.scene": scene,
-        "toy.prompt": scene_prompt(scene),
+        "toy.prompt": scene_prompt(scene, args.neutral_prompt),
+        "toy.front_bias": args.front_bias,
         "toy.n_images": n_images,
         "n_steps": n_steps,
         "seed": seed,
-        "out_dir": str(root / scene / method / f"seed{seed}"),
+        "out_dir": str(Path(args.out_dir) / scene / method / f"seed{seed}"),
     }
+
+
+def mean_logged(run_dir: Path, key: str) -> float:
+    """Mean of one per-step value over the rows of a run's metrics.jsonl."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    values = [float(json.loads(line)[key]) for line in lines if line.strip()]
+    return statistics.fmean(values) if values else float("nan")
 
 
 def summarize(values: list[float]) -> tuple[float, float]:
@@ -145,8 +163,13 @@ def format_table(results: dict[str, dict[str, dict[str, dict[str, float]]]]) -> 
                 mean, spread = summarize(values)
                 cells.append(f"{mean:.3f} ± {spread:.3f}")
             lines.append(f"| {scene} | {method} | " + " | ".join(cells) + " |")
-    arrows = ", ".join(f"{title} {direction} is better" for _, title, direction in COLUMNS)
-    return "\n".join(lines) + f"\n\n({arrows}; mean ± std over seeds)"
+    arrows = ", ".join(
+        f"{title} {direction} is better" for _, title, direction in COLUMNS if direction != "info"
+    )
+    return "\n".join(lines) + (
+        f"\n\n({arrows}; clipped: mean share of score elements clipped per logged step; "
+        "mean ± std over seeds)"
+    )
 
 
 def label_image(text: str, height: int, width: int = LABEL_WIDTH_PX) -> torch.Tensor:
@@ -192,18 +215,21 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     for scene in scenes:
         scene_start = time.perf_counter()
-        base = build_config(run_flags(scene, seeds[0], args.methods[0], n_steps, n_images, root))
+        base = build_config(run_flags(args, scene, seeds[0], args.methods[0], n_steps, n_images))
         model = ToyScoreModel.from_config(base, torch.device("cpu"))
         timings[f"prior_{scene}_s"] = time.perf_counter() - scene_start
         strip_dirs: dict[str, Path] = {}
         for seed in seeds:
             for method in args.methods:
-                cfg = build_config(run_flags(scene, seed, method, n_steps, n_images, root))
+                cfg = build_config(run_flags(args, scene, seed, method, n_steps, n_images))
                 run_start = time.perf_counter()
                 result = run_sjc(cfg, overwrite=True, model=model, progress=False)
                 seconds = time.perf_counter() - run_start
                 metrics = {k: v for k, v in result.metrics.items() if k.startswith("gt_")}
                 metrics["run_seconds"] = seconds
+                metrics["score_clipped_frac_mean"] = mean_logged(
+                    result.run_dir, "score_clipped_frac"
+                )
                 results[method].setdefault(scene, {})[str(seed)] = metrics
                 print(
                     f"{scene} {method} seed {seed}: Janus {metrics['gt_janus_rate']:.3f}, "
@@ -229,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": seeds,
         "n_steps": n_steps,
         "n_images": n_images,
-        "prompts": {scene: scene_prompt(scene) for scene in scenes},
+        "front_bias": args.front_bias,
+        "prompts": {scene: scene_prompt(scene, args.neutral_prompt) for scene in scenes},
         "results": results,
         "timings": timings,
         "table": table,
