@@ -178,7 +178,7 @@ def label_image(text: str, height: int, width: int = LABEL_WIDTH_PX) -> torch.Te
 
     tile = Image.new("RGB", (width, height), "white")
     ImageDraw.Draw(tile).text((2, height // 2 - 6), text, fill="black")
-    return torch.from_numpy(np.asarray(tile)).permute(2, 0, 1).float() / 255
+    return torch.from_numpy(np.array(tile)).permute(2, 0, 1).float() / 255
 
 
 def orbit_strip(cfg: Any, run_dirs: dict[str, Path]) -> torch.Tensor:
