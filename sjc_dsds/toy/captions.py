@@ -10,22 +10,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import torch
 
-from sjc_dsds.config import SJCConfig
+from sjc_dsds.config import VIEW_LABELS, SJCConfig
 
 # View order of the prompt-debiasing probe (`ViewProbe.p_view` columns).
-PROBE_VIEWS: tuple[str, ...] = ("front", "side", "back", "overhead")
+PROBE_VIEWS: tuple[str, ...] = VIEW_LABELS
 
 # Words that name a view in prompts and captions; "backside" is SJC's back prefix (spec A.8).
-DEFAULT_VIEW_WORDS: Mapping[str, str] = {
-    "front": "front",
-    "side": "side",
-    "back": "back",
-    "backside": "back",
-    "overhead": "overhead",
-}
+DEFAULT_VIEW_WORDS: Mapping[str, str] = MappingProxyType(
+    {"front": "front", "side": "side", "back": "back", "backside": "back", "overhead": "overhead"}
+)
 
 
 @dataclass(frozen=True)

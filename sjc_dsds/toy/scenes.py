@@ -7,8 +7,9 @@ puts the camera on the -x side (spec A.8), so every front (face, head end, red s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import NamedTuple
 
 import torch
@@ -157,11 +158,9 @@ def _cube() -> Scene:
     return Scene("cube", "cube", "red", parts)
 
 
-SCENE_BUILDERS: dict[str, Callable[[], Scene]] = {
-    "head": _head,
-    "animal": _animal,
-    "cube": _cube,
-}
+SCENE_BUILDERS: Mapping[str, Callable[[], Scene]] = MappingProxyType(
+    {"head": _head, "animal": _animal, "cube": _cube}
+)
 
 
 def build_scene(name: str) -> Scene:
