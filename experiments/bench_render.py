@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from sjc_dsds.config import PoseConfig, SJCConfig
 from sjc_dsds.field import VoxelRadianceField
 from sjc_dsds.render import RenderOutput, render_view
 from sjc_dsds.render_reference import render_view_dense
+from sjc_dsds.runtime import cpu_model
 
 RENDERERS: dict[str, Callable[[VoxelRadianceField, Camera], RenderOutput]] = {
     "fast": render_view,
@@ -149,12 +149,7 @@ def peak_memory_mib(renderer: str, scene: str, grid: int, rend_hw: int, threads:
 
 
 def machine_lines(thread_counts: list[int]) -> list[str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if "model name" in line)
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     return [
         f"machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "

@@ -26,7 +26,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from sjc_dsds.runtime import resolve_device
+from sjc_dsds.runtime import cpu_model, resolve_device
 from sjc_dsds.score import Conditioning
 from sjc_dsds.stable_diffusion import (
     StableDiffusionDenoiser,
@@ -135,12 +135,7 @@ def bench_precision(args: argparse.Namespace, device: torch.device, precision: s
 
 
 def machine_lines(device: torch.device) -> list[str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if "model name" in line)
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
     return [
         f"command: python {' '.join(sys.argv)}",

@@ -11,7 +11,6 @@ median time of each stage, its share of the step and the peak memory.
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
 import statistics
 import sys
@@ -23,6 +22,7 @@ import torch
 from sjc_dsds import build_config
 from sjc_dsds.optimize import RunState, sjc_step
 from sjc_dsds.random_models import build_tiny_sd
+from sjc_dsds.runtime import cpu_model
 
 STAGES = ("time_render", "time_score", "time_backward", "time_optimizer")
 
@@ -41,12 +41,7 @@ def parse() -> argparse.Namespace:
 
 
 def machine_line(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if "model name" in line)
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     return f"machine: {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}{gpu}"
 

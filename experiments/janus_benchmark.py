@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -25,6 +24,7 @@ import torch
 
 from sjc_dsds import build_config, run_sjc
 from sjc_dsds.evaluate import load_field
+from sjc_dsds.runtime import cpu_model
 from sjc_dsds.toy import ToyScoreModel, ground_truth_orbit, orbit_views
 from sjc_dsds.toy.ground_truth import render_views
 from sjc_dsds.toy.scenes import build_scene
@@ -101,12 +101,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def machine_line() -> str:
     """CPU model, thread count and torch version."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if "model name" in line)
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
