@@ -18,14 +18,16 @@ import platform
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import diffusers
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from diffusers import DDPMScheduler
 
+from sjc_dsds.random_models import random_sd_pipeline
 from sjc_dsds.runtime import cpu_model, resolve_device
 from sjc_dsds.score import Conditioning
 from sjc_dsds.stable_diffusion import (
@@ -38,40 +40,16 @@ SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear
 
 
 def build_parts(full: bool, dtype: torch.dtype) -> tuple[StableDiffusionParts, int]:
-    """Random SD components: SD-1.5's UNet/VAE shapes (`full`) or the tests' tiny ones."""
-    if full:
-        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)
-        vae = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4,
-            layers_per_block=2,
-            sample_size=512,
-        )
-        text_width = 768
-    else:
-        unet = UNet2DConditionModel(
-            sample_size=32,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=(2, 4),
-            norm_num_groups=8,
-        )
-        vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=4, latent_channels=4)
-        text_width = 32
-    # The text encoder is never called here (conditioning is random), so it stays tiny.
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(hidden_size=text_width, intermediate_size=37, num_hidden_layers=1)
-    )
+    """Random SD components: SD-1.5's shapes (`full`) or the tests' tiny ones."""
+    with tempfile.TemporaryDirectory() as folder:
+        pipeline = random_sd_pipeline(Path(folder), size="sd15" if full else "tiny")
+    unet, vae, text_encoder = pipeline.unet, pipeline.vae, pipeline.text_encoder
     if dtype != torch.float32:
         unet, vae, text_encoder = unet.to(dtype), vae.to(dtype), text_encoder.to(dtype)
-    return StableDiffusionParts(
-        unet, vae, text_encoder, None, DDPMScheduler(**SCHEDULE)
-    ), text_width
+    parts = StableDiffusionParts(
+        unet, vae, text_encoder, pipeline.tokenizer, DDPMScheduler(**SCHEDULE)
+    )
+    return parts, pipeline.text_encoder.config.hidden_size
 
 
 def median_ms(calls: dict[str, Callable[[], object]], device: torch.device, repeats: int) -> dict:

@@ -103,8 +103,16 @@ def _sd15_components() -> tuple:
         layers_per_block=2,
         sample_size=512,
     )
-    text_config = CLIPTextConfig(
-        vocab_size=600, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1
+    text_config = CLIPTextConfig(  # CLIP ViT-L/14's text tower, as in SD 1.5
+        vocab_size=600,
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        max_position_embeddings=77,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
     )
     return unet, vae, CLIPTextModel(text_config)
 
