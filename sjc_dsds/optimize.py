@@ -174,7 +174,20 @@ def sjc_step(state: RunState, step: int) -> tuple[dict[str, Any], TrainView, Ren
     loss_empty = emptiness_loss(out.weights, out.n_samples_dense, cfg.emptiness_scale)
     loss_depth = center_depth_loss(out.depth) if cfg.depth_weight > 0 else out.depth.new_zeros(())
     regulariser = empty_weight * loss_empty + cfg.depth_weight * loss_depth
-    if not (torch.isfinite(score).all() and torch.isfinite(regulariser)):
+
+    # One host sync per step: the finiteness guard and the logged statistics read together.
+    stats = torch.stack(
+        [
+            torch.isfinite(score).all().float() * torch.isfinite(regulariser).float(),
+            clipped_frac,
+            score.abs().mean(),
+            loss_empty.detach(),
+            loss_depth.detach(),
+            out.opacity.detach().mean(),
+        ]
+    ).tolist()
+    finite, clipped_frac, score_abs_mean, empty_value, depth_value, opacity_mean = stats
+    if not finite:
         raise NonFiniteError(
             f"non-finite score or loss at step {step} (sigma {sigma:.4g}, view {view.label})"
         )
@@ -195,11 +208,11 @@ def sjc_step(state: RunState, step: int) -> tuple[dict[str, Any], TrainView, Ren
         "sigma": sigma,
         "score_threshold": threshold,
         "score_clipped_frac": clipped_frac,
-        "score_abs_mean": float(score.abs().mean()),
-        "loss_emptiness": float(loss_empty.detach()),
+        "score_abs_mean": score_abs_mean,
+        "loss_emptiness": empty_value,
         "emptiness_weight": empty_weight,
-        "loss_depth": float(loss_depth.detach()),
-        "opacity_mean": float(out.opacity.detach().mean()),
+        "loss_depth": depth_value,
+        "opacity_mean": opacity_mean,
         **state.timings,
     }
     return metrics, view, out

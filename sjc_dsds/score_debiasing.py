@@ -20,12 +20,13 @@ def score_threshold(
     return float(score_thres * (start + (1.0 - start) * step / n_steps))
 
 
-def clip_score(score: torch.Tensor, threshold: float | None) -> tuple[torch.Tensor, float]:
+def clip_score(score: torch.Tensor, threshold: float | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Clamp every element of the 2D score to [-threshold, threshold] (spec B.2).
 
-    Returns the clipped score and the fraction of elements that were clipped (0 when off).
+    Returns the clipped score and the fraction of elements that were clipped, as a 0-d tensor on
+    the score's device (0 when off), so that the loop reads it with its other statistics.
     """
     if threshold is None:
-        return score, 0.0
-    clipped_fraction = float((score.abs() > threshold).float().mean())
+        return score, score.new_zeros(())
+    clipped_fraction = (score.abs() > threshold).float().mean()
     return score.clamp(-threshold, threshold), clipped_fraction
