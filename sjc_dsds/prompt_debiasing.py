@@ -73,8 +73,12 @@ def split_words(prompt: str) -> list[str]:
 
 
 def join_without(words: Sequence[str], removed: set[int]) -> str:
-    """Re-join `words` with single spaces, leaving out the positions in `removed`."""
-    return " ".join(word for index, word in enumerate(words) if index not in removed)
+    """Re-join `words` with single spaces, leaving out the positions in `removed`.
+
+    Empty strings (from doubled, leading or trailing spaces) are left out too, so a prompt whose
+    every word is dropped is "" and no stray spaces reach the view text.
+    """
+    return " ".join(word for index, word in enumerate(words) if word and index not in removed)
 
 
 def candidate_indices(words: Sequence[str], candidate_ids: Sequence[int] | None) -> list[int]:
