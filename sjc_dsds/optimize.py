@@ -68,7 +68,7 @@ def build_score_model(cfg: SJCConfig, device: torch.device) -> ScoreModel:
 
 
 def _view_prompts(
-    cfg: SJCConfig, device: torch.device, saved: Path | None
+    cfg: SJCConfig, device: torch.device, saved: Path | None, model: ScoreModel | None = None
 ) -> tuple[ViewPrompts, dict[str, Any]]:
     """Per-view prompt texts: a resumed run's prompts.json, else built (and debiased)."""
     if saved is not None and saved.exists():
@@ -79,7 +79,7 @@ def _view_prompts(
         from sjc_dsds.toy import CaptionProbe
 
         probe = CaptionProbe.from_config(cfg)
-    prompts, debias = build_view_prompts(cfg, device, probe)
+    prompts, debias = build_view_prompts(cfg, device, probe, model)
     logger.info("%s", format_prompts_report(prompts, debias))
     return prompts, prompts_record(prompts, debias)
 
@@ -110,7 +110,7 @@ class RunState:
         field = VoxelRadianceField.from_config(cfg.vox, torch.device("cpu"), generator).to(device)
         optimizer = torch.optim.Adamax(field.param_groups(cfg.lr, cfg.bg_lr), lr=cfg.lr)
         model = model if model is not None else build_score_model(cfg, device)
-        prompts, record = _view_prompts(cfg, device, saved_prompts)
+        prompts, record = _view_prompts(cfg, device, saved_prompts, model)
         return cls(cfg, device, field, optimizer, model, prompts, generator, 0, record)
 
     def restore(self, checkpoint_path: Path) -> None:
