@@ -15,7 +15,7 @@ def emptiness_weight_at(
 
 
 def emptiness_loss(weights: torch.Tensor, n_samples_dense: int, scale: float) -> torch.Tensor:
-    """mean(log(1 + scale * w)) over SJC's dense k x n sample tensor (spec A.7).
+    """mean(log(1 + scale * w)) over SJC's dense k x n sample tensor (docs/method.md A.7).
 
     `weights` lists the evaluated samples; samples not listed have weight 0 and add log(1) = 0,
     so the dense mean is the sum over listed samples divided by `n_samples_dense`.
@@ -23,8 +23,8 @@ def emptiness_loss(weights: torch.Tensor, n_samples_dense: int, scale: float) ->
     return torch.log1p(scale * weights).sum() / n_samples_dense
 
 
-# SJC's 64-pixel depth map has a 7-pixel border around a 50x50 centre (spec A.7); other render
-# sizes keep that proportion (threestudio's center_ratio 50/64).
+# SJC's 64-pixel depth map has a 7-pixel border around a 50x50 centre (docs/method.md A.7);
+# other render sizes keep that proportion (threestudio's center_ratio 50/64; decision 9).
 BORDER_FRACTION = 7 / 64
 
 
@@ -42,9 +42,10 @@ def border_width(side: int) -> int:
 
 
 def center_depth_loss(depth: torch.Tensor) -> torch.Tensor:
-    """-log(mean_border - mean_centre): pulls the centre nearer than the border (spec A.7).
+    """-log(mean_border - mean_centre): pulls the centre nearer than the border.
 
-    This is the objective SJC intended (pals-ttic/sjc#21); its code had the sign reversed.
+    The objective SJC intended (pals-ttic/sjc#21; its code had the sign reversed), docs/method.md
+    A.7.
     `depth`: [1, 1, h, w]; the border is `border_width` pixels wide on each axis.
     """
     height, width = depth.shape[-2], depth.shape[-1]

@@ -1,7 +1,8 @@
 """View-dependent prompts: the text of each view label's prompt and its cached conditioning.
 
-SJC prefixes the user prompt with the view ("front view of ...", "backside view of ...", spec A.8);
-D-SDS prompt debiasing may first drop words from a view's copy of the prompt (spec C.4).
+SJC prefixes the user prompt with the view ("front view of ...", "backside view of ...",
+docs/method.md A.8); D-SDS prompt debiasing may first drop words from a view's copy of the
+prompt (docs/method.md C.4).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def view_word(label: str, view: ViewPromptConfig) -> str:
 def view_prompt_text(prompt: str, label: str, view: ViewPromptConfig) -> str:
     """Full text for one view: "front view of {prompt}" (prefix, SJC) or "{prompt}, front view".
 
-    An empty prompt (every word dropped by debiasing) gives the bare "front view".
+    An empty prompt (every word dropped by debiasing) gives the bare "front view", not
+    threestudio's "front view of " (docs/method.md, decision 8).
     """
     word = view_word(label, view)
     if not prompt:

@@ -53,7 +53,7 @@ def test_center_depth_loss_is_finite_at_small_render_sizes(side: int) -> None:
 
 
 def test_depth_border_keeps_sjc_proportion() -> None:
-    # SJC: 7 px at 64 (spec A.7); the same 7/64 share of each side at other sizes.
+    # SJC: 7 px at 64 (docs/method.md A.7); the same 7/64 share of each side at other sizes.
     assert border_width(64) == 7
     assert border_width(128) == 14
     assert border_width(96) in (10, 11)  # 10.5 px
