@@ -17,6 +17,10 @@ VIEW_LABELS: tuple[str, ...] = ("front", "side", "back", "overhead")
 
 # SJC's overhead rule is v < 30 deg with cos(polar) = 1 - 2 v / pi, i.e. elevation > arcsin(2/3).
 SJC_OVERHEAD_ELEVATION_DEG = math.degrees(math.asin(2.0 / 3.0))
+# SJC clips its polar parameter v to [0.01, pi - 0.01] rad so the eye never sits on the y axis.
+POLAR_PARAMETER_CLIP_RAD = 0.01
+# Largest voxel-grid side accepted (1024^3 x 4 channels is already 16 GiB of float32).
+MAX_GRID_SIDE = 1024
 
 
 class Group(BaseModel):
@@ -170,8 +174,10 @@ class VoxConfig(Group):
     @field_validator("grid_size")
     @classmethod
     def _grid_at_least_two(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
-        if min(value) < 2:
-            raise ValueError(f"must have every side >= 2 (got {','.join(map(str, value))})")
+        if min(value) < 2 or max(value) > MAX_GRID_SIDE:
+            raise ValueError(
+                f"must have every side in 2..{MAX_GRID_SIDE} (got {','.join(map(str, value))})"
+            )
         return value
 
 
@@ -204,6 +210,19 @@ class PoseConfig(Group):
     )
     n_test_frames: int = Field(100, ge=1, le=10_000, description="Frames of the test spiral.")
     test_rounds: int = Field(3, ge=1, le=100, description="Turns of the test spiral.")
+
+    @property
+    def lowest_train_elevation_deg(self) -> float:
+        """Lowest training elevation: SJC's polar parameter at its largest (clipped) value."""
+        clip = POLAR_PARAMETER_CLIP_RAD
+        largest = min(max(math.radians(self.polar_max_deg), clip), math.pi - clip)
+        return 90.0 - math.degrees(math.acos(1.0 - 2.0 * largest / math.pi))
+
+    @property
+    def front_views_possible(self) -> bool:
+        """Whether some training camera is labelled front (front azimuth, not overhead)."""
+        low_enough = self.lowest_train_elevation_deg <= self.overhead_min_elevation_deg
+        return self.front_half_width_deg > 0 and low_enough
 
     @model_validator(mode="after")
     def _ranges_are_ordered(self) -> PoseConfig:
@@ -351,6 +370,14 @@ class SJCConfig(Group):
             self.vox.model_type = expected_type
         if self.vox.blend_bg_texture is None:
             self.vox.blend_bg_texture = self.family == "sd"
+        if self.family == "toy" and self.toy.front_bias > 0:
+            if not self.pose.front_views_possible:
+                raise ValueError(
+                    "--toy.front_bias > 0 needs front training views, and with these "
+                    "--pose.polar_max_deg / --pose.front_half_width_deg / "
+                    "--pose.overhead_min_elevation_deg no camera is labelled front; "
+                    "widen them or set --toy.front_bias 0"
+                )
         manual = [self.view.prompt_front, self.view.prompt_side, self.view.prompt_back]
         if self.prompt_debias and any(p is not None for p in manual + [self.view.prompt_overhead]):
             raise ValueError(
