@@ -368,7 +368,24 @@ def render_view(field: VoxelRadianceField, camera: Camera) -> RenderOutput:
             f"camera is on {camera.device} but the field on {field.raw_density.device}; "
             "move the camera with camera.to(device)"
         )
-    origins, directions = rays_from_camera(camera)
+    rgb, depth, opacity, weights, n_dense = render_rays(field, *rays_from_camera(camera))
+    height, width = camera.height, camera.width
+    return RenderOutput(
+        image=rgb.t().reshape(1, field.channels, height, width),
+        depth=depth.reshape(1, 1, height, width),
+        opacity=opacity.reshape(1, 1, height, width),
+        weights=weights,
+        n_samples_dense=n_dense,
+    )
+
+
+def render_rays(
+    field: VoxelRadianceField, origins: torch.Tensor, directions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Render rays [n, 3]: (features [n, c], depth [n], opacity [n], weights, n_samples_dense).
+
+    Rays are independent, so a view may be rendered in chunks of rays (high-resolution render).
+    """
     step = field.step_size
     samples, n_dense = march_rays(origins, directions, field.bbox_len, step)
     if field.alpha_mask_enabled and field.alpha_mask is not None:
@@ -388,11 +405,4 @@ def render_view(field: VoxelRadianceField, camera: Camera) -> RenderOutput:
     opacity, background_weight = sums[:, 0], 1.0 - sums[:, 0]
     depth = sums[:, 1] + background_weight * BACKGROUND_DEPTH
     rgb = sums[:, 2:] + background_weight[:, None] * field.background_color(directions)
-    height, width = camera.height, camera.width
-    return RenderOutput(
-        image=rgb.t().reshape(1, field.channels, height, width),
-        depth=depth.reshape(1, 1, height, width),
-        opacity=opacity.reshape(1, 1, height, width),
-        weights=weights,
-        n_samples_dense=n_dense,
-    )
+    return rgb, depth, opacity, weights, n_dense
