@@ -392,7 +392,8 @@ def _execute(cfg: SJCConfig, parsed: ParsedArgs) -> int:
     if "eval_only" in parsed.actions:
         from sjc_dsds import evaluate
 
-        result = evaluate.evaluate_run(Path(str(parsed.actions["eval_only"])))
+        overrides = {key: getattr(cfg, key) for key in evaluate.EVAL_OVERRIDE_KEYS}
+        result = evaluate.evaluate_run(Path(str(parsed.actions["eval_only"])), None, overrides)
         print(f"orbit written to {result}")
         return 0
     result = optimize.run_sjc(

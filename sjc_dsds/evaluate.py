@@ -111,8 +111,8 @@ def load_field(run_dir: Path, step: int | None = None) -> tuple[SJCConfig, Voxel
 
 
 def apply_eval_overrides(cfg: SJCConfig, overrides: Mapping[str, Any] | None) -> SJCConfig:
-    """`cfg` with its eval/metrics/log groups and export_mesh replaced by `overrides`' entries
-    (group models or dicts); any other key is a ValueError."""
+    """`cfg` with its eval/metrics/log groups and export_mesh taken from `overrides`: a group
+    model replaces the saved group, a dict updates it; any other key is a ValueError."""
     if not overrides:
         return cfg
     unknown = sorted(set(overrides) - set(EVAL_OVERRIDE_KEYS))
@@ -120,7 +120,12 @@ def apply_eval_overrides(cfg: SJCConfig, overrides: Mapping[str, Any] | None) ->
         raise ValueError(f"evaluation overrides only {EVAL_OVERRIDE_KEYS}, got {unknown}")
     data = cfg.model_dump()
     for key, value in overrides.items():
-        data[key] = value.model_dump() if isinstance(value, BaseModel) else value
+        if isinstance(value, BaseModel):
+            data[key] = value.model_dump()
+        elif isinstance(value, Mapping):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
     return SJCConfig.model_validate(data)
 
 

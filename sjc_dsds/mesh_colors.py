@@ -86,8 +86,8 @@ def projected_vertex_colors(
     `decode` turns a render [1, c, h, w] into RGB [1, 3, H, W] (H a multiple of h or equal).
     """
     device = field.raw_density.device
-    points = torch.as_tensor(vertices, dtype=torch.float32)
-    vertex_normals = torch.as_tensor(normals, dtype=torch.float32)
+    points = torch.from_numpy(np.array(vertices, dtype=np.float32))
+    vertex_normals = torch.from_numpy(np.array(normals, dtype=np.float32))
     color_sum = torch.zeros(points.shape[0], 3)
     weight_sum = torch.zeros(points.shape[0])
     tolerance = DEPTH_TOLERANCE_VOXELS * field.voxel_length
