@@ -43,11 +43,10 @@ def label_image(image: torch.Tensor, lines: Sequence[str]) -> torch.Tensor:
 
 
 def snapshot_caption(metrics: dict) -> str:
-    """'step 40 | front | t 512 | thres 4.25' from a metrics line."""
-    return (
-        f"step {metrics['step']} | {metrics['view']} | t {metrics['t']} | "
-        f"thres {metrics['score_threshold']:.3g}"
-    )
+    """'step 40 | front | t 512 | thres 4.25' from a metrics line ('thres off' without clipping)."""
+    threshold = metrics.get("score_threshold")
+    thres = "off" if threshold is None else f"{threshold:.3g}"
+    return f"step {metrics['step']} | {metrics['view']} | t {metrics['t']} | thres {thres}"
 
 
 def save_snapshot(

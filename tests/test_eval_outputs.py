@@ -169,3 +169,11 @@ def test_eval_overrides_replace_only_the_evaluation_groups() -> None:
     assert changed.eval.mesh_threshold == 0.5  # a dict updates the saved group
     with pytest.raises(ValueError, match="evaluation overrides only"):
         apply_eval_overrides(cfg, {"lr": 1.0})
+
+
+def test_snapshot_caption_names_step_view_t_and_threshold() -> None:
+    from sjc_dsds.snapshots import snapshot_caption
+
+    line = {"step": 40, "view": "back", "t": 512, "score_threshold": 4.25}
+    assert snapshot_caption(line) == "step 40 | back | t 512 | thres 4.25"
+    assert snapshot_caption({**line, "score_threshold": None}).endswith("thres off")
