@@ -131,6 +131,7 @@ def clip_scores(
     cosine = image @ text.t()  # [frames, texts]
     return {
         "clip_score": float((100.0 * cosine[:, 0]).clamp_min(0).mean()),
+        "clip_cosine_mean": float(cosine[:, 0].mean()),
         "clip_r_precision": float((cosine.argmax(dim=1) == 0).float().mean()),
     }
 
@@ -161,13 +162,29 @@ def compute_metrics(
                 distractors = metrics.clip_distractors
                 results.update(clip_scores(model, processor, frames, cfg.prompt, distractors))
         except MetricUnavailable as error:
-            keys = ("clip_score", "clip_r_precision") if name == "clip" else (name,)
+            keys = ("clip_score", "clip_cosine_mean", "clip_r_precision")
+            keys = keys if name == "clip" else (name,)
             results.update(dict.fromkeys(keys))
             unavailable[name] = str(error)
             logger.warning("%s unavailable: %s", name, error)
     if unavailable:
         results["unavailable"] = unavailable
     return results
+
+
+def read_run_config(run_dir: Path) -> SJCConfig:
+    """A run directory's config.yaml (written with the package version) as a config."""
+    import yaml
+    from pydantic import ValidationError
+
+    data = yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
+    data.pop("version", None)
+    try:
+        return SJCConfig.model_validate(data)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        raise UserError(f"{run_dir}/config.yaml: {where}: {problem['msg']}") from None
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -186,7 +203,6 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; exit code 2 with one line on bad input."""
-    from sjc_dsds.config import load_config
     from sjc_dsds.runtime import resolve_device
 
     args = _parse(sys.argv[1:] if argv is None else argv)
@@ -200,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if not (args.run / "config.yaml").is_file():
             raise UserError(f"{args.run}: not a run directory (no config.yaml)")
-        cfg = load_config(args.run / "config.yaml")
+        cfg = read_run_config(args.run)
         updates = {"lpips_trunk": args.lpips_trunk, "clip_model_id": args.clip_model_id}
         updates = {key: value for key, value in updates.items() if value is not None}
         cfg.metrics = cfg.metrics.model_copy(update=updates)

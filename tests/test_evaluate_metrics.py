@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 
 from sjc_dsds.cli import build_config
-from sjc_dsds.config import dump_config
 from sjc_dsds.evaluate_metrics import (
     a_lpips,
     clip_transform,
@@ -21,6 +20,7 @@ from sjc_dsds.evaluate_metrics import (
     orbit_frame_paths,
 )
 from sjc_dsds.random_models import VGG16_CONVS, build_tiny_clip, random_vgg16_state_dict
+from sjc_dsds.run_dir import RunDir, write_config
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711])
@@ -103,6 +103,8 @@ def test_clip_metrics_equal_a_direct_computation(tmp_path: Path, tiny_clip_dir: 
     expected_score = float((100 * cosine[:, 0]).clamp_min(0).mean())
     expected_r = float((cosine.argmax(1) == 0).float().mean())
     assert results["clip_score"] == pytest.approx(expected_score, abs=1e-4)
+    assert results["clip_cosine_mean"] == pytest.approx(float(cosine[:, 0].mean()), abs=1e-6)
+    assert results["clip_cosine_mean"] != 0
     assert results["clip_r_precision"] == pytest.approx(expected_r)
     assert "unavailable" not in results
 
@@ -172,7 +174,7 @@ def test_cli_writes_both_metrics_to_the_runs_metrics_json(tmp_path: Path, tiny_c
     write_frames(run / "test" / "frames")
     torch.save(random_vgg16_state_dict(), tmp_path / "vgg16.pth")
     cfg = metrics_config(tiny_clip_dir, trunk=tmp_path / "vgg16.pth")
-    (run / "config.yaml").write_text(dump_config(cfg))
+    write_config(RunDir(run), cfg)  # as run_sjc writes it, with the package version
     (run / "test" / "metrics.json").write_text(json.dumps({"orbit_l1_frame_difference": 0.5}))
     assert main([str(run), "--metrics", "a_lpips,clip"]) == 0
     written = json.loads((run / "test" / "metrics.json").read_text())
