@@ -91,7 +91,8 @@ def final_outputs(
     if cfg.metrics.compute:
         from sjc_dsds.evaluate_metrics import compute_metrics
 
-        metrics.update(compute_metrics(out_dir / "frames", cfg, cfg.metrics.compute))
+        device = field.raw_density.device
+        metrics.update(compute_metrics(out_dir / "frames", cfg, cfg.metrics.compute, device))
     write_json(out_dir / "metrics.json", metrics)
     return metrics
 
