@@ -12,12 +12,12 @@ import torch
 from pydantic import BaseModel
 
 from sjc_dsds.cameras import spiral_cameras
-from sjc_dsds.checkpoint import load_checkpoint
-from sjc_dsds.config import SJCConfig, load_config_text
+from sjc_dsds.checkpoint import load_checkpoint, load_newest_readable
+from sjc_dsds.config import SJCConfig, load_config_text, resume_changes
 from sjc_dsds.errors import CheckpointError
 from sjc_dsds.field import VoxelRadianceField
 from sjc_dsds.render import render_view
-from sjc_dsds.run_dir import RunDir, write_json
+from sjc_dsds.run_dir import RunDir, append_jsonl, now_iso, write_json
 from sjc_dsds.runtime import make_generator, resolve_device
 from sjc_dsds.score import ScoreModel
 from sjc_dsds.visualize import depth_range, depth_to_rgb, save_png, side_by_side, write_video
@@ -97,14 +97,22 @@ def final_outputs(
     return metrics
 
 
-def load_field(run_dir: Path, step: int | None = None) -> tuple[SJCConfig, VoxelRadianceField, int]:
-    """Config, field (on CPU) and step of a run's checkpoint (`step`, default the latest)."""
+def load_field(
+    run_dir: Path, flag: str = "--eval_only", step: int | None = None
+) -> tuple[SJCConfig, VoxelRadianceField, int]:
+    """Config, field (on CPU) and step of a run's checkpoint: `step`'s, else the newest readable."""
     run = RunDir(run_dir)
-    checkpoint_path = run.latest_checkpoint() if step is None else run.checkpoint_path(step)
-    if checkpoint_path is None or not checkpoint_path.is_file():
-        which = "no checkpoint" if step is None else f"no checkpoint of step {step}"
-        raise CheckpointError(f"{run_dir}: {which} in {run.checkpoints}")
-    checkpoint = load_checkpoint(checkpoint_path)
+    if step is not None:
+        path = run.checkpoint_path(step)
+        if not path.is_file():
+            where = path.parent
+            raise CheckpointError(f"{flag} {run_dir}: no checkpoint of step {step} in {where}")
+        checkpoint = load_checkpoint(path)
+    else:
+        paths = run.checkpoint_paths()
+        if not paths:
+            raise CheckpointError(f"{flag} {run_dir}: no checkpoint in {run.checkpoints}")
+        checkpoint = load_newest_readable(paths, flag)
     cfg = load_config_text(checkpoint.config_yaml)
     field = VoxelRadianceField.from_config(cfg.vox, torch.device("cpu"), make_generator(0))
     field.load_state_dict(checkpoint.field_state)
@@ -133,21 +141,26 @@ def apply_eval_overrides(cfg: SJCConfig, overrides: Mapping[str, Any] | None) ->
 def evaluate_run(
     run_dir: Path,
     model: ScoreModel | None = None,
+    cfg: SJCConfig | None = None,
     cfg_overrides: Mapping[str, Any] | None = None,
     step: int | None = None,
 ) -> Path:
-    """Final outputs of a run's checkpoint into <run_dir>/test_step_N; returns that folder.
+    """Final outputs of a run's checkpoint (newest, or `step`'s) into <run_dir>/test_step_N.
 
-    `cfg_overrides` replaces the saved config's `eval`, `metrics`, `log` and `export_mesh`
-    (e.g. `{"eval": {"highres": True}}`), as `--eval_only RUN --eval.highres True` does.
+    `cfg` is the run's config with the evaluation overrides applied (see
+    `config.SAFE_ON_RESUME`); `cfg_overrides` then replaces its `eval`, `metrics`, `log` and
+    `export_mesh` (e.g. `{"eval": {"highres": True}}`). The changes go to history.jsonl.
     """
     from sjc_dsds.optimize import build_score_model
 
     run_dir = Path(run_dir)
-    saved, field, step = load_field(run_dir, step)
-    cfg = apply_eval_overrides(saved, cfg_overrides)
+    saved, field, step = load_field(run_dir, step=step)
+    cfg = apply_eval_overrides(cfg if cfg is not None else saved, cfg_overrides)
+    changes = resume_changes(saved, cfg)
     device = resolve_device(cfg.device)
     model = model if model is not None else build_score_model(cfg, device)
     out_dir = run_dir / f"test_step_{step:07d}"
     final_outputs(field.to(device), model, cfg, run_dir, out_dir)
+    record = {"time": now_iso(), "kind": "eval_only", "step": step, "changes": changes}
+    append_jsonl(RunDir(run_dir).history, record)
     return out_dir

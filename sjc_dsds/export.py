@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = _parse(sys.argv[1:] if argv is None else argv)
     try:
-        cfg, field, step = load_field(args.run, step=args.step)
+        cfg, field, step = load_field(args.run, flag="export", step=args.step)
         updates = {"mesh_format": args.format, "mesh_resolution": args.resolution}
         updates["mesh_threshold"] = args.threshold
         overrides = {key: value for key, value in updates.items() if value is not None}
