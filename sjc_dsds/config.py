@@ -278,6 +278,105 @@ class PromptDebiasConfig(Group):
     )
 
 
+# --- Evaluation, metrics and logging groups (issue 12): the flags --resume/--eval_only accept. ---
+MeshFormat = Literal["ply", "obj", "glb"]
+MetricName = Literal["a_lpips", "clip"]
+DEFAULT_CLIP_DISTRACTORS: tuple[str, ...] = (
+    "a photo of a dog",
+    "a photo of a car",
+    "a photo of a chair",
+    "a photo of a tree",
+    "a photo of a house",
+    "a photo of a cup of coffee",
+    "a photo of a bicycle",
+    "a photo of a hamburger",
+)
+
+
+class EvalConfig(Group):
+    """High-resolution final render, readable snapshots and mesh export (`--eval.*`)."""
+
+    highres: bool = Field(
+        False, description="Also render SJC's high-resolution final spiral (after a run or eval)."
+    )
+    highres_factor: int = Field(
+        4, ge=1, le=16, description="Sub-pixel rays per image side of the high-resolution render."
+    )
+    highres_bottleneck: int = Field(
+        128,
+        ge=4,
+        le=1024,
+        description="Side the sub-pixel render is antialiased down to before the decoder "
+        "(SD: latent side, x8 pixels).",
+    )
+    highres_n_frames: int = Field(
+        200, ge=1, le=10_000, description="Frames of the high-resolution spiral (SJC: 200)."
+    )
+    highres_skip_frames: int = Field(
+        60, ge=0, description="Leading overhead frames of that spiral left out (SJC: 60)."
+    )
+    highres_chunk_rays: int = Field(
+        65_536, ge=256, description="Rays rendered at once (bounds peak memory)."
+    )
+    snapshot_side: int = Field(
+        256, ge=16, le=4096, description="Snapshots are upscaled (nearest) to at least this side."
+    )
+    mesh_format: MeshFormat = Field("ply", description="File format of RUN/export/mesh.*.")
+    mesh_resolution: int | None = Field(
+        None, ge=8, le=1024, description="Marching-cubes cells per side; default the grid's."
+    )
+    mesh_threshold: float = Field(
+        25.0, gt=0, description="Density level of the surface (threestudio's default 25)."
+    )
+    mesh_components: int = Field(
+        1, ge=0, description="Keep this many largest connected pieces (0 keeps all)."
+    )
+    mesh_smooth_iterations: int = Field(
+        0, ge=0, le=1000, description="Taubin smoothing iterations (0: none)."
+    )
+    mesh_color_views: int = Field(
+        8, ge=1, le=256, description="Views decoded and projected for colours of latent fields."
+    )
+
+    @model_validator(mode="after")
+    def _skip_fewer_than_frames(self) -> EvalConfig:
+        if self.highres_skip_frames >= self.highres_n_frames:
+            raise ValueError(
+                "--eval.highres_skip_frames must be < --eval.highres_n_frames "
+                f"(got {self.highres_skip_frames} >= {self.highres_n_frames})"
+            )
+        return self
+
+
+class MetricsConfig(Group):
+    """The D-SDS paper's metrics on the test orbit (`--metrics.*`)."""
+
+    compute: tuple[MetricName, ...] = Field(
+        (), description="Metrics computed after a run or --eval_only: a_lpips,clip (comma list)."
+    )
+    lpips_trunk: str | None = Field(
+        None,
+        description="torchvision VGG16 state dict for LPIPS; default "
+        "$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth.",
+    )
+    clip_model_id: str = Field(
+        "openai/clip-vit-base-patch32", description="CLIP for CLIP score: hub id or local folder."
+    )
+    clip_revision: str | None = Field(None, description="Hub revision of the CLIP model.")
+    clip_distractors: tuple[str, ...] = Field(
+        DEFAULT_CLIP_DISTRACTORS,
+        description="Prompts the user prompt is ranked against for CLIP R-precision.",
+    )
+
+
+class LogConfig(Group):
+    """Optional logs next to metrics.jsonl (`--log.*`)."""
+
+    tensorboard: bool = Field(
+        False, description="Also write TensorBoard events to RUN/tensorboard (tensorboard extra)."
+    )
+
+
 class SJCConfig(Group):
     """Everything one run needs; saved as <run_dir>/config.yaml."""
 
@@ -348,6 +447,12 @@ class SJCConfig(Group):
     pose: PoseConfig = Field(default_factory=PoseConfig)
     view: ViewPromptConfig = Field(default_factory=ViewPromptConfig)
     lm: PromptDebiasConfig = Field(default_factory=PromptDebiasConfig)
+    export_mesh: bool = Field(
+        False, description="Write RUN/export/mesh.* (marching cubes) at the end of the run."
+    )
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
 
     @field_validator("device")
     @classmethod
