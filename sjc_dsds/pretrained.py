@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -151,6 +152,7 @@ def load_pretrained(
         kwargs: passed to `load` (subfolder, dtype, ...).
     """
     from huggingface_hub.errors import HFValidationError
+    from safetensors import SafetensorError
 
     def missing(reason: str, unreachable: bool = False) -> MissingModelError:
         message = missing_model_message(
@@ -184,6 +186,13 @@ def load_pretrained(
         if not hub_offline() and not is_local(model_id) and is_connection_error(error):
             raise missing(_first_line(error), unreachable=True) from None
         raise missing(_first_line(error)) from None
+    except (ValueError, RuntimeError, KeyError, pickle.UnpicklingError, SafetensorError) as error:
+        # Files that exist but hold no readable weights (not tensors, truncated, wrong format).
+        raise MissingModelError(
+            f"{what} '{model_id}' could not be loaded: its files are not readable weights "
+            f"({error.__class__.__name__}: {_first_line(error)}); re-download it or pass another "
+            f"copy with {flag}"
+        ) from None
 
 
 def _first_line(error: BaseException) -> str:
