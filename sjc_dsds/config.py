@@ -329,7 +329,7 @@ class EvalConfig(Group):
         None, ge=8, le=1024, description="Marching-cubes cells per side; default the grid's."
     )
     mesh_threshold: float = Field(
-        25.0, gt=0, le=1e6, description="Density level of the surface (threestudio's default 25)."
+        25.0, gt=0, le=1e9, description="Density level of the surface (threestudio's default 25)."
     )
     mesh_components: int = Field(
         1, ge=0, le=100_000, description="Keep this many largest connected pieces (0 keeps all)."

@@ -15,7 +15,6 @@ from types import MappingProxyType
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from sjc_dsds.cameras import TrainView, sample_train_view
 from sjc_dsds.checkpoint import Checkpoint, load_checkpoint, load_newest_readable, save_checkpoint
@@ -23,6 +22,7 @@ from sjc_dsds.config import SJCConfig, dump_config, load_config, load_config_tex
 from sjc_dsds.errors import CheckpointError, ConfigError, NonFiniteError, RunStopped, UserError
 from sjc_dsds.field import VoxelRadianceField
 from sjc_dsds.losses import center_depth_loss, emptiness_loss, emptiness_weight_at
+from sjc_dsds.progress import progress as progress_bar
 from sjc_dsds.prompts import (
     ViewPrompts,
     build_view_prompts,
@@ -50,6 +50,7 @@ from sjc_dsds.score import ScoreModel, sample_train_sigma, sjc_score
 from sjc_dsds.score_debiasing import clip_score, score_threshold
 from sjc_dsds.snapshots import save_snapshot, snapshot_caption
 from sjc_dsds.tensorboard_log import TensorBoardLog, require_tensorboard
+from sjc_dsds.threads import configure_threads
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ class RunState:
         cls, cfg: SJCConfig, model: ScoreModel | None = None, saved_prompts: Path | None = None
     ) -> RunState:
         """Fresh state: seeded field, Adamax with SJC's groups, score model and view prompts."""
+        configure_threads(cfg.threads)
         device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
         streams = RandomStreams.from_seed(cfg.seed)
@@ -424,12 +426,8 @@ def _train_and_evaluate(
     write_status(run, "running", state.step, cfg.n_steps)
     log = MetricsLog(run.metrics, start_step=state.step)
     end = cfg.n_steps if stop_after is None else min(cfg.n_steps, state.step + stop_after)
-    bar = tqdm(
-        range(state.step, end),
-        initial=state.step,
-        total=cfg.n_steps,
-        disable=not progress,
-        mininterval=0.5,
+    bar = progress_bar(
+        range(state.step, end), initial=state.step, total=cfg.n_steps, disable=not progress
     )
     bar.set_description(cfg.prompt[:30])
     metrics: dict[str, Any] = {}
