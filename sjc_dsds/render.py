@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from sjc_dsds.cameras import Camera
 from sjc_dsds.field import VoxelRadianceField
-from sjc_dsds.grid_lookup import GridLookup, transpose_exactly
+from sjc_dsds.grid_lookup import GridLookup, one_intra_op_thread
 
 BACKGROUND_DEPTH = 10.0
 # SJC replaces zero direction components by this before dividing (`ray_box_intersect`).
@@ -194,14 +194,15 @@ class _VolumeWeights(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         transmittance, weights, ray_index, counts = ctx.saved_tensors
-        # Suffix sums of g w within each ray: the ray's running total at its last sample
-        # minus the running total here, accumulated in float64.
-        weighted = (grad * weights).to(_accumulation_dtype(grad.device))
-        running = torch.cumsum(weighted, dim=0)
-        at_last = _per_ray(running, torch.cumsum(counts, dim=0) - 1)
-        behind = at_last.index_select(0, ray_index).sub_(running).to(grad.dtype)
-        grad_optical = torch.addcmul(behind.neg_(), grad, transmittance - weights)
-        return grad_optical.mul_(ctx.step), None, None, None
+        with one_intra_op_thread(grad.device):
+            # Suffix sums of g w within each ray: the ray's running total at its last sample
+            # minus the running total here, accumulated in float64.
+            weighted = (grad * weights).to(_accumulation_dtype(grad.device))
+            running = torch.cumsum(weighted, dim=0)
+            at_last = _per_ray(running, torch.cumsum(counts, dim=0) - 1)
+            behind = at_last.index_select(0, ray_index).sub_(running).to(grad.dtype)
+            grad_optical = torch.addcmul(behind.neg_(), grad, transmittance - weights)
+            return grad_optical.mul_(ctx.step), None, None, None
 
 
 def _accumulation_dtype(device: torch.device) -> torch.dtype:
@@ -300,19 +301,29 @@ class _Composite(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         weights, values, ray_index = ctx.saved_tensors
-        # Channel-major rows [2 + c, m] keep every product below contiguous.
-        per_sample = grad.new_empty(grad.shape[1], ray_index.shape[0])
-        for row, column in zip(per_sample, grad.t()):
-            torch.index_select(column, 0, ray_index, out=row)
-        grad_weights = grad_colors = None
-        if ctx.needs_input_grad[0]:
-            by_channel = transpose_exactly(values)
-            grad_weights = torch.addcmul(per_sample[0], per_sample[1], by_channel[1])
-            for channel in range(2, values.shape[1]):
-                grad_weights.addcmul_(per_sample[channel], by_channel[channel])
-        if ctx.needs_input_grad[2]:
-            grad_colors = per_sample[2:].mul_(weights).t()
-        return grad_weights, None, grad_colors, None, None
+        with one_intra_op_thread(grad.device):
+            return _composite_backward(ctx, grad, weights, values, ray_index)
+
+
+def _composite_backward(
+    ctx: Any,
+    grad: torch.Tensor,
+    weights: torch.Tensor,
+    values: torch.Tensor,
+    ray_index: torch.Tensor,
+) -> tuple[torch.Tensor | None, ...]:
+    """`_Composite.backward`: per-sample gradients of the weights and the colours."""
+    # Each sample's ray gradient, row-major [m, 2 + c] like the values.
+    per_sample = grad.index_select(0, ray_index)
+    grad_weights = grad_colors = None
+    if ctx.needs_input_grad[0]:
+        # Row-wise dot products as a batch of [1, 2 + c] x [2 + c, 1] products.
+        rows = per_sample.shape[1]
+        grad_weights = torch.bmm(per_sample.view(-1, 1, rows), values.view(-1, rows, 1))
+        grad_weights = grad_weights.view(-1)
+    if ctx.needs_input_grad[2]:
+        grad_colors = per_sample[:, 2:] * weights[:, None]
+    return grad_weights, None, grad_colors, None, None
 
 
 def lookup_contributing_samples(
@@ -356,18 +367,39 @@ def _take_points(points: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return taken.t()
 
 
-def render_view(field: VoxelRadianceField, camera: Camera) -> RenderOutput:
-    """Render one view: SJC's marching on packed samples, skipping empty and hidden ones.
+def render_view(
+    field: VoxelRadianceField, camera: Camera, fixed_shape: bool | None = None
+) -> RenderOutput:
+    """Render one view: SJC's marching, equal to `render_reference.render_view_dense`.
 
-    Equivalent to `render_reference.render_view_dense` up to the skipped samples, whose alpha
-    is below EMPTY_ALPHA each or whose transmittance is below TERMINATION_TRANSMITTANCE.
-    Differentiable w.r.t. the density and feature grids, the background and d_scale.
+    Two paths, chosen by `fixed_shape` (None: fixed on CUDA, packed elsewhere). Packed: the
+    samples inside the box, packed, skipping empty and hidden ones (alpha below EMPTY_ALPHA,
+    transmittance below TERMINATION_TRANSMITTANCE), on one CPU thread. Fixed: every ray gets
+    the same padded number of samples with masks, no host reads and no data-dependent shapes
+    (`render_fixed.py`). Differentiable w.r.t. the grids, the background and d_scale.
     """
     if camera.device != field.raw_density.device:
         raise ValueError(
             f"camera is on {camera.device} but the field on {field.raw_density.device}; "
             "move the camera with camera.to(device)"
         )
+    if fixed_shape is None:
+        fixed_shape = default_fixed_shape(camera.device)
+    if fixed_shape:
+        from sjc_dsds.render_fixed import render_view_fixed
+
+        return render_view_fixed(field, camera)
+    with one_intra_op_thread(camera.device):
+        return _render_packed(field, camera)
+
+
+def default_fixed_shape(device: torch.device) -> bool:
+    """Whether `render_view` takes the fixed-shape path by default on `device` (CUDA)."""
+    return device.type == "cuda"
+
+
+def _render_packed(field: VoxelRadianceField, camera: Camera) -> RenderOutput:
+    """`render_view`'s packed path."""
     origins, directions = rays_from_camera(camera)
     step = field.step_size
     samples, n_dense = march_rays(origins, directions, field.bbox_len, step)
