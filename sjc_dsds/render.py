@@ -34,7 +34,7 @@ class RenderOutput(NamedTuple):
     depth: torch.Tensor
     opacity: torch.Tensor
     weights: torch.Tensor
-    n_samples_dense: int
+    n_samples_dense: int | torch.Tensor
 
 
 class RaySamples(NamedTuple):

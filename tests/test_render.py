@@ -23,7 +23,13 @@ from sjc_dsds.render import (
 )
 from sjc_dsds.render_reference import render_view_dense
 
-RENDERERS = {"fast": render_view, "dense": render_view_dense}
+
+def _render_fixed(field: VoxelRadianceField, camera: Camera) -> RenderOutput:
+    """The fixed-shape (CUDA) path, run on CPU tensors."""
+    return render_view(field, camera, fixed_shape=True)
+
+
+RENDERERS = {"fast": render_view, "fixed": _render_fixed, "dense": render_view_dense}
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -126,7 +132,7 @@ def test_march_puts_a_tick_every_step_from_entry_to_exit() -> None:
     assert n_dense == (int(lengths.max().item() / step) + 1) * origins.shape[0]
 
 
-@pytest.mark.parametrize("renderer", ["fast", "dense"])
+@pytest.mark.parametrize("renderer", ["fast", "fixed", "dense"])
 def test_constant_density_slab_transmits_exp_minus_density_times_length(renderer: str) -> None:
     # Raw 0 everywhere (zero padding reads 0 too) and shift log(expm1(1.5)): density 1.5.
     density = 1.5
@@ -156,7 +162,7 @@ def test_constant_density_slab_transmits_exp_minus_density_times_length(renderer
         assert out.depth.reshape(-1)[ray].item() == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("renderer", ["fast", "dense"])
+@pytest.mark.parametrize("renderer", ["fast", "fixed", "dense"])
 def test_sphere_renders_a_disc_of_the_right_radius_from_any_view(renderer: str) -> None:
     radius, distance, fov, side = 0.5, 1.5, 60.0, 32
     field = _field(48)
@@ -188,7 +194,7 @@ def test_sphere_renders_a_disc_of_the_right_radius_from_any_view(renderer: str) 
             assert math.pi * (disc - slack) ** 2 < area < math.pi * (disc + slack) ** 2
 
 
-@pytest.mark.parametrize("renderer", ["fast", "dense"])
+@pytest.mark.parametrize("renderer", ["fast", "fixed", "dense"])
 def test_weights_sum_to_at_most_one_and_the_background_takes_the_rest(renderer: str) -> None:
     field = _field(20, ray_march_weight_thres=0.0)
     with torch.no_grad():
@@ -265,18 +271,19 @@ def _loss(out: RenderOutput, generator: torch.Generator) -> torch.Tensor:
         "camera inside the box",
     ],
 )
-def test_fast_renderer_matches_dense_reference_image_and_grads(scene: str) -> None:
+@pytest.mark.parametrize("renderer", ["fast", "fixed"])
+def test_fast_renderer_matches_dense_reference_image_and_grads(scene: str, renderer: str) -> None:
     field, camera = _scene(scene)
     results = {}
-    for name, renderer in RENDERERS.items():
+    for name in (renderer, "dense"):
         field.zero_grad(set_to_none=True)
-        out = renderer(field, camera)
+        out = RENDERERS[name](field, camera)
         _loss(out, torch.Generator().manual_seed(0)).backward()
         grads = {key: p.grad.clone() for key, p in field.named_parameters()}
         results[name] = (out, grads)
-    (fast, fast_grads), (dense, dense_grads) = results["fast"], results["dense"]
-    assert fast.n_samples_dense == dense.n_samples_dense == dense.weights.numel()
-    if scene.startswith("object") or scene == "camera inside the box":
+    (fast, fast_grads), (dense, dense_grads) = results[renderer], results["dense"]
+    assert int(fast.n_samples_dense) == dense.n_samples_dense == dense.weights.numel()
+    if renderer == "fast" and (scene.startswith("object") or scene == "camera inside the box"):
         # Empty space around the object is skipped: far fewer samples than in the box.
         origins, directions = rays_from_camera(camera)
         in_box, _ = march_rays(origins, directions, 1.0, field.step_size)
