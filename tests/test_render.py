@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator
 
@@ -384,3 +385,40 @@ def test_cuda_render_matches_cpu() -> None:
     gpu = render_view(field.to(device), camera.to(device))
     torch.testing.assert_close(gpu.image.cpu(), cpu.image, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(gpu.depth.cpu(), cpu.depth, atol=1e-4, rtol=1e-4)
+
+
+@requires_cuda
+@pytest.mark.parametrize("fixed_shape", [None, False])
+@pytest.mark.parametrize("scene", ["random density", "object with alpha mask"])
+def test_cuda_render_matches_cpu_dense_reference_image_and_grads(
+    scene: str, fixed_shape: bool | None
+) -> None:
+    # None: CUDA's default path (fixed-shape); False: the packed path on CUDA.
+    field, camera = _scene(scene)
+    device = torch.device("cuda")
+    gpu_field = copy.deepcopy(field).to(device)
+    results = []
+    for render, on in ((render_view_dense, field), (render_view, gpu_field)):
+        cam = camera if on is field else camera.to(device)
+        kwargs = {} if on is field else {"fixed_shape": fixed_shape}
+        out = render(on, cam, **kwargs)
+        # The loss on CPU copies (differentiable), with the same random weights for both.
+        out = out._replace(
+            image=out.image.cpu(),
+            depth=out.depth.cpu(),
+            opacity=out.opacity.cpu(),
+            weights=out.weights.cpu(),
+            n_samples_dense=int(out.n_samples_dense),
+        )
+        _loss(out, torch.Generator().manual_seed(0)).backward()
+        grads = {key: p.grad.detach().cpu() for key, p in on.named_parameters()}
+        results.append((out, grads))
+    (dense, dense_grads), (gpu, gpu_grads) = results
+    for key in ("image", "depth", "opacity"):
+        torch.testing.assert_close(
+            getattr(gpu, key).cpu(), getattr(dense, key), atol=1e-4, rtol=1e-4
+        )
+    for key, grad in dense_grads.items():
+        scale = grad.abs().max().item() if key != "d_scale" else 1.0
+        error = (gpu_grads[key] - grad).abs().max().item()
+        assert error <= 1e-3 * scale + 1e-5, (key, error, scale)
