@@ -93,12 +93,12 @@ def forward_backward(
     camera: Camera,
     score: torch.Tensor,
 ) -> None:
-    """One loop-like step: render, chain a score into the image, add the emptiness loss."""
-    field.zero_grad(set_to_none=False)
+    """One loop-like step as `sjc_step` does it: gradients set to None, render, then one
+    backward of the score chained into the image plus the emptiness loss."""
+    field.zero_grad(set_to_none=True)
     out = renderer(field, camera)
     emptiness = 1e4 * torch.log1p(10.0 * out.weights).sum() / out.n_samples_dense
-    out.image.backward(-score, retain_graph=True)
-    emptiness.backward()
+    torch.autograd.backward([out.image, emptiness], [-score, torch.ones_like(emptiness)])
 
 
 def time_pair(
