@@ -17,6 +17,10 @@ VIEW_LABELS: tuple[str, ...] = ("front", "side", "back", "overhead")
 
 # SJC's overhead rule is v < 30 deg with cos(polar) = 1 - 2 v / pi, i.e. elevation > arcsin(2/3).
 SJC_OVERHEAD_ELEVATION_DEG = math.degrees(math.asin(2.0 / 3.0))
+# SJC clips its polar parameter v to [0.01, pi - 0.01] rad so the eye never sits on the y axis.
+POLAR_PARAMETER_CLIP_RAD = 0.01
+# Largest voxel-grid side accepted (1024^3 x 4 channels is already 16 GiB of float32).
+MAX_GRID_SIDE = 1024
 
 
 class Group(BaseModel):
@@ -173,8 +177,10 @@ class VoxConfig(Group):
     @field_validator("grid_size")
     @classmethod
     def _grid_at_least_two(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
-        if min(value) < 2:
-            raise ValueError(f"must have every side >= 2 (got {','.join(map(str, value))})")
+        if min(value) < 2 or max(value) > MAX_GRID_SIDE:
+            raise ValueError(
+                f"must have every side in 2..{MAX_GRID_SIDE} (got {','.join(map(str, value))})"
+            )
         return value
 
 
@@ -207,6 +213,19 @@ class PoseConfig(Group):
     )
     n_test_frames: int = Field(100, ge=1, le=10_000, description="Frames of the test spiral.")
     test_rounds: int = Field(3, ge=1, le=100, description="Turns of the test spiral.")
+
+    @property
+    def lowest_train_elevation_deg(self) -> float:
+        """Lowest training elevation: SJC's polar parameter at its largest (clipped) value."""
+        clip = POLAR_PARAMETER_CLIP_RAD
+        largest = min(max(math.radians(self.polar_max_deg), clip), math.pi - clip)
+        return 90.0 - math.degrees(math.acos(1.0 - 2.0 * largest / math.pi))
+
+    @property
+    def front_views_possible(self) -> bool:
+        """Whether some training camera is labelled front (front azimuth, not overhead)."""
+        low_enough = self.lowest_train_elevation_deg <= self.overhead_min_elevation_deg
+        return self.front_half_width_deg > 0 and low_enough
 
     @model_validator(mode="after")
     def _ranges_are_ordered(self) -> PoseConfig:
@@ -259,6 +278,105 @@ class PromptDebiasConfig(Group):
     )
     candidate_ids: tuple[int, ...] | None = Field(
         None, description="0-based word indices that may be dropped (comma list); default all."
+    )
+
+
+# --- Evaluation, metrics and logging groups (issue 12): the flags --resume/--eval_only accept. ---
+MeshFormat = Literal["ply", "obj", "glb"]
+MetricName = Literal["a_lpips", "clip"]
+DEFAULT_CLIP_DISTRACTORS: tuple[str, ...] = (
+    "a photo of a dog",
+    "a photo of a car",
+    "a photo of a chair",
+    "a photo of a tree",
+    "a photo of a house",
+    "a photo of a cup of coffee",
+    "a photo of a bicycle",
+    "a photo of a hamburger",
+)
+
+
+class EvalConfig(Group):
+    """High-resolution final render, readable snapshots and mesh export (`--eval.*`)."""
+
+    highres: bool = Field(
+        False, description="Also render SJC's high-resolution final spiral (after a run or eval)."
+    )
+    highres_factor: int = Field(
+        4, ge=1, le=16, description="Sub-pixel rays per image side of the high-resolution render."
+    )
+    highres_bottleneck: int = Field(
+        128,
+        ge=4,
+        le=1024,
+        description="Side the sub-pixel render is antialiased down to before the decoder "
+        "(SD: latent side, x8 pixels).",
+    )
+    highres_n_frames: int = Field(
+        200, ge=1, le=10_000, description="Frames of the high-resolution spiral (SJC: 200)."
+    )
+    highres_skip_frames: int = Field(
+        60, ge=0, description="Leading overhead frames of that spiral left out (SJC: 60)."
+    )
+    highres_chunk_rays: int = Field(
+        65_536, ge=256, description="Rays rendered at once (bounds peak memory)."
+    )
+    snapshot_side: int = Field(
+        256, ge=16, le=4096, description="Snapshots are upscaled (nearest) to at least this side."
+    )
+    mesh_format: MeshFormat = Field("ply", description="File format of RUN/export/mesh.*.")
+    mesh_resolution: int | None = Field(
+        None, ge=8, le=1024, description="Marching-cubes cells per side; default the grid's."
+    )
+    mesh_threshold: float = Field(
+        25.0, gt=0, description="Density level of the surface (threestudio's default 25)."
+    )
+    mesh_components: int = Field(
+        1, ge=0, description="Keep this many largest connected pieces (0 keeps all)."
+    )
+    mesh_smooth_iterations: int = Field(
+        0, ge=0, le=1000, description="Taubin smoothing iterations (0: none)."
+    )
+    mesh_color_views: int = Field(
+        8, ge=1, le=256, description="Views decoded and projected for colours of latent fields."
+    )
+
+    @model_validator(mode="after")
+    def _skip_fewer_than_frames(self) -> EvalConfig:
+        if self.highres_skip_frames >= self.highres_n_frames:
+            raise ValueError(
+                "--eval.highres_skip_frames must be < --eval.highres_n_frames "
+                f"(got {self.highres_skip_frames} >= {self.highres_n_frames})"
+            )
+        return self
+
+
+class MetricsConfig(Group):
+    """The D-SDS paper's metrics on the test orbit (`--metrics.*`)."""
+
+    compute: tuple[MetricName, ...] = Field(
+        (), description="Metrics computed after a run or --eval_only: a_lpips,clip (comma list)."
+    )
+    lpips_trunk: str | None = Field(
+        None,
+        description="torchvision VGG16 state dict for LPIPS; default "
+        "$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth.",
+    )
+    clip_model_id: str = Field(
+        "openai/clip-vit-base-patch32", description="CLIP for CLIP score: hub id or local folder."
+    )
+    clip_revision: str | None = Field(None, description="Hub revision of the CLIP model.")
+    clip_distractors: tuple[str, ...] = Field(
+        DEFAULT_CLIP_DISTRACTORS,
+        description="Prompts the user prompt is ranked against for CLIP R-precision.",
+    )
+
+
+class LogConfig(Group):
+    """Optional logs next to metrics.jsonl (`--log.*`)."""
+
+    tensorboard: bool = Field(
+        False, description="Also write TensorBoard events to RUN/tensorboard (tensorboard extra)."
     )
 
 
@@ -332,6 +450,12 @@ class SJCConfig(Group):
     pose: PoseConfig = Field(default_factory=PoseConfig)
     view: ViewPromptConfig = Field(default_factory=ViewPromptConfig)
     lm: PromptDebiasConfig = Field(default_factory=PromptDebiasConfig)
+    export_mesh: bool = Field(
+        False, description="Write RUN/export/mesh.* (marching cubes) at the end of the run."
+    )
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
 
     @field_validator("device")
     @classmethod
@@ -354,6 +478,14 @@ class SJCConfig(Group):
             self.vox.model_type = expected_type
         if self.vox.blend_bg_texture is None:
             self.vox.blend_bg_texture = self.family == "sd"
+        if self.family == "toy" and self.toy.front_bias > 0:
+            if not self.pose.front_views_possible:
+                raise ValueError(
+                    "--toy.front_bias > 0 needs front training views, and with these "
+                    "--pose.polar_max_deg / --pose.front_half_width_deg / "
+                    "--pose.overhead_min_elevation_deg no camera is labelled front; "
+                    "widen them or set --toy.front_bias 0"
+                )
         manual = [self.view.prompt_front, self.view.prompt_side, self.view.prompt_back]
         if self.prompt_debias and any(p is not None for p in manual + [self.view.prompt_overhead]):
             raise ValueError(

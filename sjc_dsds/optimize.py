@@ -48,7 +48,8 @@ from sjc_dsds.run_dir import (
 from sjc_dsds.runtime import RandomStreams, resolve_device, seed_everything
 from sjc_dsds.score import ScoreModel, sample_train_sigma, sjc_score
 from sjc_dsds.score_debiasing import clip_score, score_threshold
-from sjc_dsds.visualize import depth_to_rgb, save_png, side_by_side
+from sjc_dsds.snapshots import save_snapshot, snapshot_caption
+from sjc_dsds.tensorboard_log import TensorBoardLog, require_tensorboard
 
 logger = logging.getLogger(__name__)
 
@@ -290,15 +291,30 @@ class RunResult:
     run_dir: Path
     final_step: int
     metrics: dict[str, Any]
+    final_metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def _save_snapshot(state: RunState, run: RunDir, step: int, out: RenderOutput) -> None:
-    """images/step_N.png (decoded render) and images/view_step_N.png (render | depth)."""
+def _save_snapshot(
+    state: RunState, run: RunDir, out: RenderOutput, metrics: dict[str, Any], board: TensorBoardLog
+) -> None:
+    """Labelled images/step_N.png, images/view_step_N.png (render | depth), raw depth .npy."""
     with torch.no_grad():
         rgb = state.model.decode(out.image.detach())[0].float().cpu()
-    depth = depth_to_rgb(out.depth[0, 0].cpu())
-    save_png(run.images / f"step_{step:07d}.png", rgb)
-    save_png(run.images / f"view_step_{step:07d}.png", side_by_side([rgb, depth]))
+    depth = out.depth[0, 0].detach().cpu()
+    save_snapshot(run.images, metrics["step"], rgb, depth, snapshot_caption(metrics), state.cfg)
+    board.image("snapshot", rgb, metrics["step"])
+
+
+def _final_outputs(state: RunState, run: RunDir) -> dict[str, Any]:
+    """Test orbit, then the optional high-res orbit, mesh and metrics; orbit to TensorBoard."""
+    from sjc_dsds.evaluate import final_outputs
+
+    final = final_outputs(state.field, state.model, state.cfg, run.root, run.test)
+    board = TensorBoardLog(run.root / "tensorboard", state.cfg.log.tensorboard)
+    board.orbit(run.test / "frames", state.step)
+    board.scalars({"step": state.step, **{f"final/{key}": v for key, v in final.items()}})
+    board.close()
+    return final
 
 
 # Exit codes of a run stopped on request, after its checkpoint was written.
@@ -385,6 +401,7 @@ def run_sjc(
     cfg = cfg.model_copy(update={"out_dir": str(root)})
     # Fail before writing anything: the run directory, then the models (slow, may be missing).
     check_run_dir(root, resume=resume, overwrite=overwrite)
+    require_tensorboard(cfg.log.tensorboard)
     if resume:
         resume_changes(load_config(RunDir(root).config), cfg)
     state = RunState.create(cfg, model, saved_prompts=RunDir(root).prompts if resume else None)
@@ -418,6 +435,7 @@ def _train_and_evaluate(
     )
     bar.set_description(cfg.prompt[:30])
     metrics: dict[str, Any] = {}
+    board = TensorBoardLog(run.root / "tensorboard", cfg.log.tensorboard)
     try:
         for step in bar:
             if request.event.is_set():
@@ -425,13 +443,14 @@ def _train_and_evaluate(
             metrics, _, out = sjc_step(state)
             if step % cfg.log_every == 0 or state.step == cfg.n_steps:
                 log.write(metrics)
+                board.scalars(metrics)
             bar.set_postfix(
                 empty=f"{metrics['loss_emptiness']:.3g}",
                 thres=metrics["score_threshold"],
                 clip=f"{metrics['score_clipped_frac']:.2f}",
             )
             if step % cfg.vis_interval == 0 or state.step == cfg.n_steps:
-                _save_snapshot(state, run, step, out)
+                _save_snapshot(state, run, out, metrics, board)
             if state.step % cfg.save_interval == 0 and state.step < end:
                 state.save(run)
         if request.event.is_set() and state.step < cfg.n_steps:
@@ -455,6 +474,7 @@ def _train_and_evaluate(
     finally:
         bar.close()
         log.close()
+        board.close()
     return _finish(state, run, metrics)
 
 
@@ -479,19 +499,17 @@ def _try_status(run: RunDir, *args: Any) -> None:
 
 
 def _finish(state: RunState, run: RunDir, metrics: dict[str, Any]) -> RunResult:
-    """Final checkpoint, the test orbit once the run is complete, summary and status."""
+    """Final checkpoint, the final outputs once the run is complete, summary and status."""
     cfg = state.cfg
     state.save(run)
     finished = state.step >= cfg.n_steps
-    orbit: dict[str, Any] = {}
-    if finished:
-        from sjc_dsds.evaluate import render_orbit
-
-        orbit = render_orbit(state.field, state.model, cfg, run.test)
-    summary = {"final_step": state.step, "finished": finished, **metrics, **orbit}
-    write_json(run.summary, _json_safe(summary))
+    final = _final_outputs(state, run) if finished else {}
+    # summary.json keeps the final metrics (orbit, ground truth, papers') apart from the last step.
+    summary = {"final_step": state.step, "finished": finished}
+    record = {**summary, "final_metrics": _json_safe(final), "last_step": _json_safe(metrics)}
+    write_json(run.summary, record)
     write_status(run, "finished" if finished else "stopped", state.step, cfg.n_steps)
-    return RunResult(run.root, state.step, summary)
+    return RunResult(run.root, state.step, {**summary, **metrics, **final}, final)
 
 
 def _json_safe(values: dict[str, Any]) -> dict[str, Any]:

@@ -6,9 +6,9 @@ import math
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 from sjc_dsds.cameras import Camera
+from sjc_dsds.composite import composite_rays
 from sjc_dsds.field import VoxelRadianceField
 from sjc_dsds.grid_lookup import GridLookup, one_intra_op_thread
 
@@ -262,70 +262,6 @@ def skippable_bounds(
     return may_be_empty, may_terminate
 
 
-def composite_rays(
-    weights: torch.Tensor, distances: torch.Tensor, colors: torch.Tensor, samples: RaySamples
-) -> torch.Tensor:
-    """Per-ray sums [n_rays, 2 + c] of weights [m] times (1, distance [m], colors [m, c]).
-
-    Columns are opacity, unnormalised depth and colour; differentiable w.r.t. weights and colors.
-    """
-    return _Composite.apply(weights, distances, colors, samples.ray_index, samples.counts)
-
-
-class _Composite(torch.autograd.Function):
-    """Weighted per-ray sums as one bag-sum gather; the backward gathers the ray gradients."""
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        weights: torch.Tensor,
-        distances: torch.Tensor,
-        colors: torch.Tensor,
-        ray_index: torch.Tensor,
-        counts: torch.Tensor,
-    ) -> torch.Tensor:
-        values = torch.empty(
-            colors.shape[0], 2 + colors.shape[1], dtype=colors.dtype, device=colors.device
-        )
-        values[:, 0] = 1.0
-        values[:, 1] = distances
-        values[:, 2:] = colors
-        ctx.save_for_backward(weights, values, ray_index)
-        if values.device.type not in ("cpu", "cuda"):
-            out = values.new_zeros(counts.shape[0], values.shape[1])
-            return out.index_add_(0, ray_index, weights[:, None] * values)
-        starts = torch.cumsum(counts, dim=0) - counts
-        every_row = torch.arange(values.shape[0], device=values.device)
-        return F.embedding_bag(every_row, values, starts, mode="sum", per_sample_weights=weights)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        weights, values, ray_index = ctx.saved_tensors
-        with one_intra_op_thread(grad.device):
-            return _composite_backward(ctx, grad, weights, values, ray_index)
-
-
-def _composite_backward(
-    ctx: Any,
-    grad: torch.Tensor,
-    weights: torch.Tensor,
-    values: torch.Tensor,
-    ray_index: torch.Tensor,
-) -> tuple[torch.Tensor | None, ...]:
-    """`_Composite.backward`: per-sample gradients of the weights and the colours."""
-    # Each sample's ray gradient, row-major [m, 2 + c] like the values.
-    per_sample = grad.index_select(0, ray_index)
-    grad_weights = grad_colors = None
-    if ctx.needs_input_grad[0]:
-        # Row-wise dot products as a batch of [1, 2 + c] x [2 + c, 1] products.
-        rows = per_sample.shape[1]
-        grad_weights = torch.bmm(per_sample.view(-1, 1, rows), values.view(-1, rows, 1))
-        grad_weights = grad_weights.view(-1)
-    if ctx.needs_input_grad[2]:
-        grad_colors = per_sample[:, 2:] * weights[:, None]
-    return grad_weights, None, grad_colors, None, None
-
-
 def lookup_contributing_samples(
     field: VoxelRadianceField,
     samples: RaySamples,
@@ -372,11 +308,10 @@ def render_view(
 ) -> RenderOutput:
     """Render one view: SJC's marching, equal to `render_reference.render_view_dense`.
 
-    Two paths, chosen by `fixed_shape` (None: fixed on CUDA, packed elsewhere). Packed: the
-    samples inside the box, packed, skipping empty and hidden ones (alpha below EMPTY_ALPHA,
-    transmittance below TERMINATION_TRANSMITTANCE), on one CPU thread. Fixed: every ray gets
-    the same padded number of samples with masks, no host reads and no data-dependent shapes
-    (`render_fixed.py`). Differentiable w.r.t. the grids, the background and d_scale.
+    Two paths, chosen by `fixed_shape` (None: fixed on CUDA, packed elsewhere). Packed
+    (`render_rays`): samples inside the box, packed, skipping empty and hidden ones, on one CPU
+    thread. Fixed (`render_fixed.py`): every ray the same padded number of samples with masks,
+    no host reads, no data-dependent shapes. Differentiable w.r.t. grids, background, d_scale.
     """
     if camera.device != field.raw_density.device:
         raise ValueError(
@@ -390,7 +325,11 @@ def render_view(
 
         return render_view_fixed(field, camera)
     with one_intra_op_thread(camera.device):
-        return _render_packed(field, camera)
+        rgb, depth, opacity, weights, n_dense = render_rays(field, *rays_from_camera(camera))
+    size = (camera.height, camera.width)
+    image = rgb.t().reshape(1, field.channels, *size)
+    depth, opacity = depth.reshape(1, 1, *size), opacity.reshape(1, 1, *size)
+    return RenderOutput(image, depth, opacity, weights, n_dense)
 
 
 def default_fixed_shape(device: torch.device) -> bool:
@@ -398,9 +337,12 @@ def default_fixed_shape(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def _render_packed(field: VoxelRadianceField, camera: Camera) -> RenderOutput:
-    """`render_view`'s packed path."""
-    origins, directions = rays_from_camera(camera)
+def render_rays(
+    field: VoxelRadianceField, origins: torch.Tensor, directions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Render rays [n, 3] on the packed path (independent, so chunks of a view may be rendered
+    apart): features [n, c], depth [n], opacity [n], the kept samples' weights and
+    n_samples_dense."""
     step = field.step_size
     samples, n_dense = march_rays(origins, directions, field.bbox_len, step)
     if field.alpha_mask_enabled and field.alpha_mask is not None:
@@ -420,11 +362,4 @@ def _render_packed(field: VoxelRadianceField, camera: Camera) -> RenderOutput:
     opacity, background_weight = sums[:, 0], 1.0 - sums[:, 0]
     depth = sums[:, 1] + background_weight * BACKGROUND_DEPTH
     rgb = sums[:, 2:] + background_weight[:, None] * field.background_color(directions)
-    height, width = camera.height, camera.width
-    return RenderOutput(
-        image=rgb.t().reshape(1, field.channels, height, width),
-        depth=depth.reshape(1, 1, height, width),
-        opacity=opacity.reshape(1, 1, height, width),
-        weights=weights,
-        n_samples_dense=n_dense,
-    )
+    return rgb, depth, opacity, weights, n_dense
