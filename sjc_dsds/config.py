@@ -51,8 +51,11 @@ class SDConfig(Group):
         description="Classifier-free guidance scale s in eps_u + s (eps_c - eps_u).",
     )
     precision: Literal["autocast", "fp32", "fp16", "bf16"] = Field(
-        "autocast",
-        description="UNet/VAE precision; autocast = fp16 autocast on CUDA. CPU always runs fp32.",
+        "fp16",
+        description=(
+            "SD weights' dtype on CUDA (UNet, VAE, text encoder stored in fp16/bf16/fp32); "
+            "autocast = fp32 weights under fp16 autocast (SJC's). CPU always runs fp32."
+        ),
     )
     model_id: str | None = Field(
         None,

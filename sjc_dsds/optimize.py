@@ -119,6 +119,8 @@ class RunState:
     completed_streams: dict[str, torch.Tensor] = field(default_factory=dict)
     # True while the parameters are being updated: a checkpoint then would mix two steps.
     updating: bool = False
+    # The renderer's path: None picks by device (fixed-shape on CUDA, packed elsewhere).
+    render_fixed_shape: bool | None = None
 
     @classmethod
     def create(
@@ -213,7 +215,7 @@ def sjc_step(state: RunState) -> tuple[dict[str, Any], TrainView, RenderOutput]:
 
     # Render the field from this step's random camera (docs/method.md A.8).
     view = sample_train_view(cfg.pose, streams.camera)
-    out = render_view(state.field, view.camera.to(state.device))
+    out = render_view(state.field, view.camera.to(state.device), state.render_fixed_shape)
     start = _elapsed(state, "time_render", start)
 
     # Noise the render at a DDPM level t ~ U{10..969} and denoise it with the view's prompt.

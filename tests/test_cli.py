@@ -24,7 +24,7 @@ def test_defaults_keep_sjc_and_dsds_script_values() -> None:
     assert (cfg.emptiness_scale, cfg.emptiness_weight) == (10, 10000)
     assert (cfg.emptiness_step, cfg.emptiness_multiplier) == (0.5, 20.0)
     assert (cfg.score_thres, cfg.score_dynamic, cfg.score_thres_start) == (8.0, True, 0.25)
-    assert (cfg.sd.variant, cfg.sd.scale, cfg.sd.precision) == ("v1", 100.0, "autocast")
+    assert (cfg.sd.variant, cfg.sd.scale, cfg.sd.precision) == ("v1", 100.0, "fp16")
     assert cfg.sd.prompt == "A high quality photo of a delicious burger"
     assert (cfg.vox.grid_size, cfg.vox.c, cfg.vox.model_type) == ((100, 100, 100), 4, "V_SD")
     assert (cfg.vox.bbox_len, cfg.vox.step_ratio, cfg.vox.density_shift) == (1.0, 0.5, -1.0)
