@@ -11,7 +11,6 @@ import gc
 import inspect
 import json
 import logging
-import logging.handlers
 import threading
 import traceback
 from dataclasses import dataclass
@@ -95,8 +94,7 @@ class _RunLog:
     """Attach a handler writing the package's log records to RUN/sweep.log for one attempt."""
 
     def __init__(self, run_dir: Path) -> None:
-        # Watched: reopened if run_sjc replaces the directory (--overwrite of a fresh run).
-        self.handler = logging.handlers.WatchedFileHandler(run_dir / RUN_LOG_NAME)
+        self.handler = logging.FileHandler(run_dir / RUN_LOG_NAME)
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self.package = logging.getLogger("sjc_dsds")
 
@@ -117,14 +115,21 @@ def _call_run_sjc(cfg: SJCConfig, run: SweepRun, model: Any, stop: threading.Eve
 
     kwargs: dict[str, Any] = {"model": model, "progress": False, "resume": True}
     if RunDir(run.run_dir).latest_checkpoint() is None and not _RESUME_STARTS_FRESH_RUNS:
-        # Until issue 9's "--resume of a run without checkpoints" is on main.
-        kwargs.update(resume=False, overwrite=True)
+        _write_start_checkpoint(cfg, run, model)
     if stop is not None and "stop" in inspect.signature(run_sjc).parameters:
         kwargs["stop"] = stop
     return run_sjc(cfg, **kwargs)
 
 
+# Until issue 9's "--resume of a run without checkpoints starts it from step 0" is on main, a
+# prepared run directory gets the step-0 state as its first checkpoint (the same fresh state).
 _RESUME_STARTS_FRESH_RUNS = False
+
+
+def _write_start_checkpoint(cfg: SJCConfig, run: SweepRun, model: Any) -> None:
+    from sjc_dsds.optimize import RunState
+
+    RunState.create(cfg, model).save(RunDir(run.run_dir))
 
 
 def execute_run(

@@ -24,6 +24,7 @@ from sjc_dsds.sweep.spec import SweepRun
 logger = logging.getLogger(__name__)
 
 POLL_S = 0.2
+EXIT_STOPPED = 75
 
 
 @dataclass(frozen=True)
@@ -59,15 +60,15 @@ def _visible_gpus() -> list[int]:
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 
 
-def _watch(stop_all, run_stop: threading.Event, parent_pid: int, compat_interrupt: bool) -> None:
+def _watch(stop_all, run_stop: threading.Event, parent_pid: int, hard_exit: bool) -> None:
     """Set the run's stop event when the driver asks for it or has died."""
-    import _thread
-
     while not run_stop.is_set():
         if stop_all.is_set() or os.getppid() != parent_pid:
             run_stop.set()
-            if compat_interrupt:  # run_sjc without stop=: its Ctrl-C path saves a checkpoint
-                _thread.interrupt_main()
+            if hard_exit:
+                # run_sjc without stop= (before issue 9): end as a kill would; the run resumes
+                # from its last periodic checkpoint, which is always a consistent one.
+                os._exit(EXIT_STOPPED)
             return
         time.sleep(POLL_S)
 
