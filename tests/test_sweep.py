@@ -203,10 +203,8 @@ def _env() -> dict[str, str]:
 
 def test_sigkilled_sweep_resumes_to_the_uninterrupted_fields(tmp_path: Path) -> None:
     root = tmp_path / "out"
-    base = {**BASE, "n_steps": 200, "save_every": 10}
     spec = write_spec(tmp_path / "s.yaml", root, seeds=[0, 1, 2], local={"workers": 2, "gpus": []})
-    spec.write_text(spec.read_text().replace("n_steps: 12", "n_steps: 200"))
-    spec.write_text(spec.read_text().replace("save_every: 4", "save_every: 10"))
+    spec.write_text(spec.read_text().replace("n_steps: 12", "n_steps: 60"))
     runs = expand_runs(load_spec(spec))
     driver = subprocess.Popen(
         _sweep_command(spec), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -234,7 +232,7 @@ def test_sigkilled_sweep_resumes_to_the_uninterrupted_fields(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     assert "resume from step" in done.stdout
     for run in unfinished[:2]:
-        assert_same_field(run.run_dir, {**run.flags, **base}, tmp_path)
+        assert_same_field(run.run_dir, run.flags, tmp_path)
     assert {row["status"] for row in table(root).values()} == {"done"}
 
 

@@ -69,13 +69,18 @@ def write_ledger(root: Path, name: str, state: str, **fields: Any) -> dict[str, 
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (a zombie, killed but not reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc here: trust the signal check
+    return state not in ("Z", "X")
 
 
 def _is_live(run: SweepRun, ledger: dict[str, Any] | None) -> bool:
