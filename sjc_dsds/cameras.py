@@ -7,10 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from sjc_dsds.config import PoseConfig
+from sjc_dsds.config import POLAR_PARAMETER_CLIP_RAD, PoseConfig
 
-# SJC clips its polar parameter v to [0.01, pi - 0.01] rad so the eye never sits on the y axis.
-POLAR_PARAMETER_CLIP_RAD = 0.01
 # The spiral's horizontal radius never drops below this (SJC's `spiral_poses`).
 SPIRAL_MIN_HORIZONTAL_RADIUS = 0.5
 

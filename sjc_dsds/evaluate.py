@@ -1,28 +1,39 @@
-"""Render the test spiral of a field or a saved run: frames, depth, orbit.mp4 and orbit metrics."""
+"""Render the test spiral of a field or a saved run: frames, depth, orbit.mp4 and orbit metrics;
+plus the optional final outputs (high-resolution orbit, mesh, the papers' metrics)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel
 
 from sjc_dsds.cameras import spiral_cameras
-from sjc_dsds.checkpoint import load_checkpoint
-from sjc_dsds.config import SJCConfig, load_config_text
+from sjc_dsds.checkpoint import load_checkpoint, load_newest_readable
+from sjc_dsds.config import SJCConfig, load_config_text, resume_changes
 from sjc_dsds.errors import CheckpointError
 from sjc_dsds.field import VoxelRadianceField
 from sjc_dsds.render import render_view
-from sjc_dsds.run_dir import RunDir, write_json
+from sjc_dsds.run_dir import RunDir, append_jsonl, now_iso, write_json
 from sjc_dsds.runtime import make_generator, resolve_device
 from sjc_dsds.score import ScoreModel
-from sjc_dsds.visualize import depth_to_rgb, save_png, side_by_side, write_video
+from sjc_dsds.visualize import depth_range, depth_to_rgb, save_png, side_by_side, write_video
+
+logger = logging.getLogger(__name__)
 
 VIDEO_FPS = 10
+# Config entries an evaluation may take from the caller instead of the saved config.
+EVAL_OVERRIDE_KEYS = ("eval", "metrics", "log", "export_mesh")
 
 
-def frame_difference(frames: torch.Tensor) -> float:
-    """Mean absolute RGB change between consecutive orbit frames [n, 3, h, w] (lower = steadier)."""
+def orbit_l1_frame_difference(frames: torch.Tensor) -> float:
+    """Mean absolute RGB change between consecutive orbit frames [n, 3, h, w] (lower = steadier).
+
+    A cheap L1 stand-in, not A-LPIPS (that is `sjc_dsds.evaluate_metrics`).
+    """
     if frames.shape[0] < 2:
         return 0.0
     return float((frames[1:] - frames[:-1]).abs().mean())
@@ -34,11 +45,12 @@ def render_orbit(
 ) -> dict[str, Any]:
     """Render the spiral (spec A.10) into `out_dir`: frames/, depth/, orbit.mp4, metrics.json."""
     device = next(field.parameters()).device
+    near, far = depth_range(cfg.pose.R, cfg.vox.bbox_len)
     rgb_frames, panels = [], []
     for index, camera in enumerate(spiral_cameras(cfg.pose)):
         out = render_view(field, camera.to(device))
         rgb = model.decode(out.image)[0].float().cpu()
-        depth = depth_to_rgb(out.depth[0, 0].cpu())
+        depth = depth_to_rgb(out.depth[0, 0].cpu(), near, far)
         save_png(out_dir / "frames" / f"frame_{index:03d}.png", rgb)
         save_png(out_dir / "depth" / f"depth_{index:03d}.png", depth)
         rgb_frames.append(rgb)
@@ -46,36 +58,109 @@ def render_orbit(
     write_video(out_dir / "orbit.mp4", rgb_frames, fps=VIDEO_FPS)
     write_video(out_dir / "orbit_depth.mp4", panels, fps=VIDEO_FPS)
     frames = torch.stack(rgb_frames)
-    metrics: dict[str, Any] = {"orbit_frame_difference": frame_difference(frames)}
+    metrics: dict[str, Any] = {"orbit_l1_frame_difference": orbit_l1_frame_difference(frames)}
     if cfg.family == "toy":
+        from sjc_dsds.snapshots import save_toy_comparison
         from sjc_dsds.toy import ground_truth_metrics
 
         metrics.update(ground_truth_metrics(field, cfg))
+        save_toy_comparison(field, model.decode, cfg, out_dir / "ground_truth_comparison.png")
     write_json(out_dir / "metrics.json", metrics)
     return metrics
 
 
-def load_field(run_dir: Path) -> tuple[SJCConfig, VoxelRadianceField, int]:
-    """Config, field (on CPU) and step of the latest checkpoint of a run directory."""
+def final_outputs(
+    field: VoxelRadianceField, model: ScoreModel, cfg: SJCConfig, run_dir: Path, out_dir: Path
+) -> dict[str, Any]:
+    """The test orbit into `out_dir`, then what cfg asks for: high-resolution orbit
+    (`--eval.highres`), mesh (`--export_mesh`) and metrics (`--metrics.compute`)."""
+    metrics = render_orbit(field, model, cfg, out_dir)
+    if cfg.eval.highres:
+        from sjc_dsds.highres import render_highres_orbit
+
+        metrics.update(render_highres_orbit(field, model, cfg, out_dir / "highres"))
+    if cfg.export_mesh:
+        from sjc_dsds.export import MeshExportError, export_mesh
+
+        try:
+            path = export_mesh(field, cfg, Path(run_dir) / "export", model.decode)
+            logger.info("mesh written to %s", path)
+        except MeshExportError as error:  # the run's other outputs still count
+            logger.warning("mesh export skipped: %s (retry: python -m sjc_dsds.export)", error)
+            metrics["mesh_export_error"] = str(error)
+    if cfg.metrics.compute:
+        from sjc_dsds.evaluate_metrics import compute_metrics
+
+        device = field.raw_density.device
+        metrics.update(compute_metrics(out_dir / "frames", cfg, cfg.metrics.compute, device))
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def load_field(
+    run_dir: Path, flag: str = "--eval_only", step: int | None = None
+) -> tuple[SJCConfig, VoxelRadianceField, int]:
+    """Config, field (on CPU) and step of a run's checkpoint: `step`'s, else the newest readable."""
     run = RunDir(run_dir)
-    checkpoint_path = run.latest_checkpoint()
-    if checkpoint_path is None:
-        raise CheckpointError(f"--eval_only {run_dir}: no checkpoint in {run.checkpoints}")
-    checkpoint = load_checkpoint(checkpoint_path)
+    if step is not None:
+        path = run.checkpoint_path(step)
+        if not path.is_file():
+            where = path.parent
+            raise CheckpointError(f"{flag} {run_dir}: no checkpoint of step {step} in {where}")
+        checkpoint = load_checkpoint(path)
+    else:
+        paths = run.checkpoint_paths()
+        if not paths:
+            raise CheckpointError(f"{flag} {run_dir}: no checkpoint in {run.checkpoints}")
+        checkpoint = load_newest_readable(paths, flag)
     cfg = load_config_text(checkpoint.config_yaml)
     field = VoxelRadianceField.from_config(cfg.vox, torch.device("cpu"), make_generator(0))
     field.load_state_dict(checkpoint.field_state)
     return cfg, field, checkpoint.step
 
 
-def evaluate_run(run_dir: Path, model: ScoreModel | None = None) -> Path:
-    """Render the orbit of a run's latest checkpoint into <run_dir>/test_step_N; returns it."""
+def apply_eval_overrides(cfg: SJCConfig, overrides: Mapping[str, Any] | None) -> SJCConfig:
+    """`cfg` with its eval/metrics/log groups and export_mesh taken from `overrides`: a group
+    model replaces the saved group, a dict updates it; any other key is a ValueError."""
+    if not overrides:
+        return cfg
+    unknown = sorted(set(overrides) - set(EVAL_OVERRIDE_KEYS))
+    if unknown:
+        raise ValueError(f"evaluation overrides only {EVAL_OVERRIDE_KEYS}, got {unknown}")
+    data = cfg.model_dump()
+    for key, value in overrides.items():
+        if isinstance(value, BaseModel):
+            data[key] = value.model_dump()
+        elif isinstance(value, Mapping):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return SJCConfig.model_validate(data)
+
+
+def evaluate_run(
+    run_dir: Path,
+    model: ScoreModel | None = None,
+    cfg: SJCConfig | None = None,
+    cfg_overrides: Mapping[str, Any] | None = None,
+    step: int | None = None,
+) -> Path:
+    """Final outputs of a run's checkpoint (newest, or `step`'s) into <run_dir>/test_step_N.
+
+    `cfg` is the run's config with the evaluation overrides applied (see
+    `config.SAFE_ON_RESUME`); `cfg_overrides` then replaces its `eval`, `metrics`, `log` and
+    `export_mesh` (e.g. `{"eval": {"highres": True}}`). The changes go to history.jsonl.
+    """
     from sjc_dsds.optimize import build_score_model
 
     run_dir = Path(run_dir)
-    cfg, field, step = load_field(run_dir)
+    saved, field, step = load_field(run_dir, step=step)
+    cfg = apply_eval_overrides(cfg if cfg is not None else saved, cfg_overrides)
+    changes = resume_changes(saved, cfg)
     device = resolve_device(cfg.device)
     model = model if model is not None else build_score_model(cfg, device)
     out_dir = run_dir / f"test_step_{step:07d}"
-    render_orbit(field.to(device), model, cfg, out_dir)
+    final_outputs(field.to(device), model, cfg, run_dir, out_dir)
+    record = {"time": now_iso(), "kind": "eval_only", "step": step, "changes": changes}
+    append_jsonl(RunDir(run_dir).history, record)
     return out_dir

@@ -7,6 +7,7 @@ Honours the Hugging Face cache (`HF_HOME`, `HF_HUB_CACHE`) and `HF_HUB_OFFLINE=1
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -85,6 +86,7 @@ def load_pretrained(
         kwargs: passed to `load` (subfolder, dtype, ...).
     """
     from huggingface_hub.errors import HFValidationError
+    from safetensors import SafetensorError
 
     def missing(reason: str) -> MissingModelError:
         return MissingModelError(
@@ -105,6 +107,13 @@ def load_pretrained(
     except OSError as error:
         # The hub client and from_pretrained report missing files and offline misses as OSError.
         raise missing(_first_line(error)) from None
+    except (ValueError, RuntimeError, KeyError, pickle.UnpicklingError, SafetensorError) as error:
+        # Files that exist but hold no readable weights (not tensors, truncated, wrong format).
+        raise MissingModelError(
+            f"{what} '{model_id}' could not be loaded: its files are not readable weights "
+            f"({error.__class__.__name__}: {_first_line(error)}); re-download it or pass another "
+            f"copy with {flag}"
+        ) from None
 
 
 def _first_line(error: BaseException) -> str:

@@ -160,3 +160,47 @@ def build_tiny_sd(
     pipeline = random_sd_pipeline(folder / "vocab", prediction_type, seed, size)
     pipeline.save_pretrained(folder / "model")
     return folder / "model"
+
+
+def build_tiny_clip(folder: Path, seed: int = 0) -> Path:
+    """A random CLIPModel (224 px images, 32-wide towers) and CLIPProcessor saved in `folder`."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    tower = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2)
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=600, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, **tower
+        ),
+        vision_config=dict(image_size=224, patch_size=32, **tower),
+        projection_dim=16,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CLIPModel(config)
+    vocab_path, merges_path = write_tiny_clip_vocab(folder / "vocab")
+    tokenizer = CLIPTokenizer(vocab=str(vocab_path), merges=str(merges_path), model_max_length=77)
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer)
+    model.save_pretrained(folder / "model")
+    processor.save_pretrained(folder / "model")
+    return folder / "model"
+
+
+# torchvision's VGG16 `features`: (index of each conv layer, in channels, out channels).
+VGG16_CONVS = (
+    (0, 3, 64), (2, 64, 64), (5, 64, 128), (7, 128, 128), (10, 128, 256), (12, 256, 256),
+    (14, 256, 256), (17, 256, 512), (19, 512, 512), (21, 512, 512), (24, 512, 512),
+    (26, 512, 512), (28, 512, 512),
+)  # fmt: skip
+
+
+def random_vgg16_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state dict with the keys and shapes of torchvision's VGG16 `features` (He-normal)."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for index, c_in, c_out in VGG16_CONVS:
+        std = (2.0 / (9 * c_in)) ** 0.5
+        state[f"features.{index}.weight"] = (
+            torch.randn(c_out, c_in, 3, 3, generator=generator) * std
+        )
+        state[f"features.{index}.bias"] = torch.zeros(c_out)
+    return state

@@ -357,18 +357,27 @@ def _take_points(points: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 
 def render_view(field: VoxelRadianceField, camera: Camera) -> RenderOutput:
-    """Render one view: SJC's marching on packed samples, skipping empty and hidden ones.
-
-    Equivalent to `render_reference.render_view_dense` up to the skipped samples, whose alpha
-    is below EMPTY_ALPHA each or whose transmittance is below TERMINATION_TRANSMITTANCE.
-    Differentiable w.r.t. the density and feature grids, the background and d_scale.
+    """Render one view: SJC's marching on packed samples, skipping empty and hidden ones (alpha
+    < EMPTY_ALPHA, transmittance < TERMINATION_TRANSMITTANCE); else `render_view_dense` of
+    render_reference. Differentiable w.r.t. both grids, the background and d_scale.
     """
     if camera.device != field.raw_density.device:
         raise ValueError(
             f"camera is on {camera.device} but the field on {field.raw_density.device}; "
             "move the camera with camera.to(device)"
         )
-    origins, directions = rays_from_camera(camera)
+    rgb, depth, opacity, weights, n_dense = render_rays(field, *rays_from_camera(camera))
+    size = (camera.height, camera.width)
+    image = rgb.t().reshape(1, field.channels, *size)
+    depth, opacity = depth.reshape(1, 1, *size), opacity.reshape(1, 1, *size)
+    return RenderOutput(image, depth, opacity, weights, n_dense)
+
+
+def render_rays(
+    field: VoxelRadianceField, origins: torch.Tensor, directions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Render rays [n, 3] (independent, so chunks of a view may be rendered apart): features
+    [n, c], depth [n], opacity [n], the kept samples' weights and n_samples_dense."""
     step = field.step_size
     samples, n_dense = march_rays(origins, directions, field.bbox_len, step)
     if field.alpha_mask_enabled and field.alpha_mask is not None:
@@ -388,11 +397,4 @@ def render_view(field: VoxelRadianceField, camera: Camera) -> RenderOutput:
     opacity, background_weight = sums[:, 0], 1.0 - sums[:, 0]
     depth = sums[:, 1] + background_weight * BACKGROUND_DEPTH
     rgb = sums[:, 2:] + background_weight[:, None] * field.background_color(directions)
-    height, width = camera.height, camera.width
-    return RenderOutput(
-        image=rgb.t().reshape(1, field.channels, height, width),
-        depth=depth.reshape(1, 1, height, width),
-        opacity=opacity.reshape(1, 1, height, width),
-        weights=weights,
-        n_samples_dense=n_dense,
-    )
+    return rgb, depth, opacity, weights, n_dense

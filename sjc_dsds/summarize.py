@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from sjc_dsds.errors import UserError
-from sjc_dsds.run_dir import CHECKPOINT_PATTERN, RunDir, atomic_write_bytes
+from sjc_dsds.run_dir import CHECKPOINT_PATTERN, RunDir, atomic_write_bytes, run_is_locked
 
 # Always-present columns, in table order; differing flags and final metrics follow.
 BASE_COLUMNS: tuple[str, ...] = ("run", "prompt", "seed", "status", "final_step", "n_steps")
@@ -66,16 +66,6 @@ def _checkpoint_steps(run: RunDir) -> list[int]:
     return sorted(int(match.group(1)) for match in matches if match)
 
 
-def _process_holds_lock(run_dir: Path) -> bool:
-    """Whether a live process holds RUN/.lock (run_dir.run_is_locked once it exists)."""
-    from sjc_dsds import run_dir as run_dir_module
-
-    is_locked = getattr(run_dir_module, "run_is_locked", None)
-    if is_locked is not None:
-        return bool(is_locked(run_dir))
-    return False
-
-
 def run_status(run_dir: Path) -> tuple[str, str | None, int | None]:
     """(state, one-line reason, step) from RUN/status.json, else from summary.json/checkpoints.
 
@@ -86,7 +76,7 @@ def run_status(run_dir: Path) -> tuple[str, str | None, int | None]:
     status = _read_json(run_dir / "status.json")
     if status is not None and status.get("state"):
         state, reason, step = status["state"], status.get("reason"), status.get("step")
-        if state == "running" and not _process_holds_lock(run_dir):
+        if state == "running" and not run_is_locked(run_dir):
             state = "killed"
             reason = reason or "status.json says running but no live process holds RUN/.lock"
         return state, reason, step

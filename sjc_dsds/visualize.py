@@ -66,17 +66,36 @@ def save_png(path: Path, image: torch.Tensor) -> None:
     iio.imwrite(path, rgb_to_uint8(image))
 
 
-def write_video(path: Path, frames: Sequence[torch.Tensor], fps: int = 10) -> None:
-    """Write RGB frames [3, h, w] in [0, 1] as an H.264 mp4 (sides padded to even numbers)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = []
-    for frame in frames:
+def depth_range(camera_distance: float, bbox_len: float) -> tuple[float, float]:
+    """Fixed (near, far) of a run's depth pictures: the box's near and far faces seen from the
+    camera distance (background beyond it shows as far)."""
+    return max(0.1 * camera_distance, camera_distance - bbox_len), camera_distance + bbox_len
+
+
+class VideoWriter:
+    """H.264 mp4 written frame by frame (RGB [3, h, w] in [0, 1]; sides padded to even)."""
+
+    def __init__(self, path: Path, fps: int = 10) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = imageio.get_writer(path, format="FFMPEG", fps=fps, macro_block_size=1)
+
+    def append(self, frame: torch.Tensor) -> None:
         array = rgb_to_uint8(frame)
         pad_h, pad_w = array.shape[0] % 2, array.shape[1] % 2
-        arrays.append(np.pad(array, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge"))
-    writer = imageio.get_writer(path, format="FFMPEG", fps=fps, macro_block_size=1)
-    try:
-        for array in arrays:
-            writer.append_data(array)
-    finally:
-        writer.close()
+        self._writer.append_data(np.pad(array, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge"))
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def write_video(path: Path, frames: Sequence[torch.Tensor], fps: int = 10) -> None:
+    """Write RGB frames [3, h, w] in [0, 1] as an H.264 mp4 (sides padded to even numbers)."""
+    with VideoWriter(path, fps) as writer:
+        for frame in frames:
+            writer.append(frame)

@@ -125,3 +125,15 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and all(line.startswith("error: ") for line in errors)
     assert "no such folder" in errors[0] and "no run directory" in errors[1]
+
+
+def test_running_with_a_live_lock_stays_running(tmp_path: Path) -> None:
+    from sjc_dsds.run_dir import RunDir, RunLock
+
+    run = make_run(tmp_path / "r", {}, status={"state": "running", "step": 1, "n_steps": 4})
+    lock = RunLock(RunDir(run)).acquire()
+    try:
+        assert collect_runs(tmp_path)[0]["status"] == "running"
+    finally:
+        lock.release()
+    assert collect_runs(tmp_path)[0]["status"] == "killed"

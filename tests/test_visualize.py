@@ -8,7 +8,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from sjc_dsds.evaluate import frame_difference
+from sjc_dsds.evaluate import orbit_l1_frame_difference
 from sjc_dsds.visualize import depth_to_rgb, rgb_to_uint8, side_by_side, write_video
 
 
@@ -41,8 +41,8 @@ def test_video_has_every_frame(tmp_path: Path) -> None:
     assert means[0] < 10 and abs(means[1] - 128) < 10 and means[2] > 245  # lossy codec
 
 
-def test_frame_difference_of_steady_and_flickering_orbits() -> None:
+def test_orbit_l1_frame_difference_of_steady_and_flickering_orbits() -> None:
     steady = torch.zeros(4, 3, 2, 2)
     flicker = torch.stack([torch.zeros(3, 2, 2), torch.ones(3, 2, 2)] * 2)
-    assert frame_difference(steady) == 0.0
-    assert frame_difference(flicker) == 1.0
+    assert orbit_l1_frame_difference(steady) == 0.0
+    assert orbit_l1_frame_difference(flicker) == 1.0

@@ -7,6 +7,7 @@ its own ground-truth view: a back that shows a face scores as Janus.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -77,19 +78,23 @@ def orbit_metrics(
     [n, 1, h, w] opacity) and the orbit's view labels."""
     psnr = psnr_from_mse(mean_squared_errors(renders, ground_truth))
     iou = silhouette_iou(opacity, ground_truth_opacity)
-    flags = janus_flags(renders, ground_truth, labels)
     non_front = [label for label in labels if label != "front"]
+    # Janus needs front and non-front views on the orbit (narrow --pose.front_half_width_deg
+    # can leave none); unmeasurable rates are NaN, written as null.
+    measurable = len(non_front) not in (0, len(labels))
+    flags = janus_flags(renders, ground_truth, labels) if measurable else None
     metrics: dict[str, float] = {
         "gt_psnr": float(psnr.mean()),
         "gt_silhouette_iou": float(iou.mean()),
         "gt_silhouette_iou_min": float(iou.min()),
-        "gt_janus_rate": float(flags.float().mean()),
+        "gt_janus_rate": float(flags.float().mean()) if flags is not None else math.nan,
         "gt_orbit_adjacent_difference": adjacent_difference(renders),
         "gt_orbit_adjacent_difference_reference": adjacent_difference(ground_truth),
     }
     back = torch.tensor([label == "back" for label in non_front])
     if bool(back.any()):
-        metrics["gt_janus_rate_back"] = float(flags[back].float().mean())
+        rate = float(flags[back].float().mean()) if flags is not None else math.nan
+        metrics["gt_janus_rate_back"] = rate
     for view in METRIC_VIEWS:
         chosen = torch.tensor([label == view for label in labels])
         if bool(chosen.any()):
