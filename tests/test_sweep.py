@@ -4,7 +4,6 @@ submitit's local executor with a pre-emption and requeue, and the SLURM dry run.
 from __future__ import annotations
 
 import csv
-import inspect
 import json
 import os
 import signal
@@ -25,10 +24,6 @@ from sjc_dsds.sweep.spec import SweepSpecError, expand_runs, load_spec
 from sjc_dsds.sweep.status import ledger_path, read_json
 
 REPO = Path(__file__).resolve().parents[1]
-HAS_STOP = "stop" in inspect.signature(run_sjc).parameters
-NEEDS_STOP = pytest.mark.skipif(
-    not HAS_STOP, reason="needs run_sjc(stop=threading.Event) from issue 9 (not on main yet)"
-)
 
 # Tiny toy runs: about 2 s each on one CPU thread, most of it the ground-truth metrics.
 BASE = {
@@ -236,7 +231,6 @@ def test_sigkilled_sweep_resumes_to_the_uninterrupted_fields(tmp_path: Path) -> 
     assert {row["status"] for row in table(root).values()} == {"done"}
 
 
-@NEEDS_STOP
 def test_submitit_local_preemption_requeues_and_resumes_to_the_same_field(tmp_path: Path) -> None:
     submitit = pytest.importorskip("submitit")
     from sjc_dsds.sweep.cluster import submit_runs, submitit_folder

@@ -8,7 +8,6 @@ ledger and the run's `sweep.log`; the caller goes on with the next run.
 from __future__ import annotations
 
 import gc
-import inspect
 import json
 import logging
 import threading
@@ -113,23 +112,7 @@ def _call_run_sjc(cfg: SJCConfig, run: SweepRun, model: Any, stop: threading.Eve
     """run_sjc on a prepared run directory: a resume (from step 0 when it has no checkpoint)."""
     from sjc_dsds.optimize import run_sjc
 
-    kwargs: dict[str, Any] = {"model": model, "progress": False, "resume": True}
-    if RunDir(run.run_dir).latest_checkpoint() is None and not _RESUME_STARTS_FRESH_RUNS:
-        _write_start_checkpoint(cfg, run, model)
-    if stop is not None and "stop" in inspect.signature(run_sjc).parameters:
-        kwargs["stop"] = stop
-    return run_sjc(cfg, **kwargs)
-
-
-# Until issue 9's "--resume of a run without checkpoints starts it from step 0" is on main, a
-# prepared run directory gets the step-0 state as its first checkpoint (the same fresh state).
-_RESUME_STARTS_FRESH_RUNS = False
-
-
-def _write_start_checkpoint(cfg: SJCConfig, run: SweepRun, model: Any) -> None:
-    from sjc_dsds.optimize import RunState
-
-    RunState.create(cfg, model).save(RunDir(run.run_dir))
+    return run_sjc(cfg, resume=True, model=model, progress=False, stop=stop)
 
 
 def execute_run(
@@ -165,8 +148,7 @@ def execute_run(
 def _stopped_or_failed(run: SweepRun, root: Path, error: Exception, job_id: str | None) -> Outcome:
     from sjc_dsds import errors
 
-    stopped_type = getattr(errors, "RunStopped", None)
-    if stopped_type is not None and isinstance(error, stopped_type):
+    if isinstance(error, errors.RunStopped):
         step = getattr(error, "step", None)
         logger.warning("sweep run %s stopped at step %s (resumable)", run.name, step)
         write_ledger(root, run.name, STOPPED, job_id=job_id, step=step)

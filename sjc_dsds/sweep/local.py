@@ -3,7 +3,7 @@ CUDA_VISIBLE_DEVICES) or CPU processes; each reuses its score model across runs.
 
 Ctrl-C (or SIGTERM) in the driver tells every worker to stop: the running run finishes its step,
 writes a checkpoint and the worker exits; a re-run continues. A worker whose driver died (SIGKILL)
-stops the same way. Workers ignore SIGINT themselves, so one Ctrl-C reaches each run once.
+stops the same way. Workers run in their own process group, so one Ctrl-C reaches each run once.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from sjc_dsds.sweep.spec import SweepRun
 logger = logging.getLogger(__name__)
 
 POLL_S = 0.2
-EXIT_STOPPED = 75
 
 
 @dataclass(frozen=True)
@@ -60,39 +59,31 @@ def _visible_gpus() -> list[int]:
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 
 
-def _watch(stop_all, run_stop: threading.Event, parent_pid: int, hard_exit: bool) -> None:
+def _watch(stop_all, run_stop: threading.Event, parent_pid: int) -> None:
     """Set the run's stop event when the driver asks for it or has died."""
     while not run_stop.is_set():
         if stop_all.is_set() or os.getppid() != parent_pid:
             run_stop.set()
-            if hard_exit:
-                # run_sjc without stop= (before issue 9): end as a kill would; the run resumes
-                # from its last periodic checkpoint, which is always a consistent one.
-                os._exit(EXIT_STOPPED)
             return
         time.sleep(POLL_S)
 
 
 def worker_main(slot: WorkerSlot, root: str, tasks, results, stop_all, parent_pid: int) -> None:
     """A worker process: take runs from `tasks` until none is left or it is told to stop."""
+    # Own process group: a terminal's Ctrl-C reaches only the driver, which asks each worker once.
+    os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["CUDA_VISIBLE_DEVICES"] = slot.cuda_visible_devices
     if slot.threads:
         os.environ["OMP_NUM_THREADS"] = str(slot.threads)
-    import inspect
-
     import torch
 
-    from sjc_dsds.optimize import run_sjc
     from sjc_dsds.sweep.execute import ModelCache, Outcome, execute_run
 
     if slot.threads:
         torch.set_num_threads(slot.threads)
     run_stop = threading.Event()
-    compat = "stop" not in inspect.signature(run_sjc).parameters
-    threading.Thread(
-        target=_watch, args=(stop_all, run_stop, parent_pid, compat), daemon=True
-    ).start()
+    threading.Thread(target=_watch, args=(stop_all, run_stop, parent_pid), daemon=True).start()
     cache = ModelCache()
     while not run_stop.is_set():
         try:

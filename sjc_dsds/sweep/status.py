@@ -85,8 +85,7 @@ def _pid_alive(pid: int) -> bool:
 
 def _is_live(run: SweepRun, ledger: dict[str, Any] | None) -> bool:
     """A live process works on the run: its lock is held (or its ledger pid is alive here)."""
-    run_is_locked = getattr(run_dir_module, "run_is_locked", None)
-    if run_is_locked is not None and run_is_locked(run.run_dir):
+    if run_dir_module.run_is_locked(run.run_dir):
         return True
     if not ledger or ledger.get("state") != RUNNING:
         return False
