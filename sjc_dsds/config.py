@@ -313,10 +313,13 @@ class EvalConfig(Group):
         200, ge=1, le=10_000, description="Frames of the high-resolution spiral (SJC: 200)."
     )
     highres_skip_frames: int = Field(
-        60, ge=0, description="Leading overhead frames of that spiral left out (SJC: 60)."
+        60,
+        ge=0,
+        le=10_000,
+        description="Leading overhead frames of that spiral left out (SJC: 60).",
     )
     highres_chunk_rays: int = Field(
-        65_536, ge=256, description="Rays rendered at once (bounds peak memory)."
+        65_536, ge=256, le=2**26, description="Rays rendered at once (bounds peak memory)."
     )
     snapshot_side: int = Field(
         256, ge=16, le=4096, description="Snapshots are upscaled (nearest) to at least this side."
@@ -326,10 +329,10 @@ class EvalConfig(Group):
         None, ge=8, le=1024, description="Marching-cubes cells per side; default the grid's."
     )
     mesh_threshold: float = Field(
-        25.0, gt=0, description="Density level of the surface (threestudio's default 25)."
+        25.0, gt=0, le=1e6, description="Density level of the surface (threestudio's default 25)."
     )
     mesh_components: int = Field(
-        1, ge=0, description="Keep this many largest connected pieces (0 keeps all)."
+        1, ge=0, le=100_000, description="Keep this many largest connected pieces (0 keeps all)."
     )
     mesh_smooth_iterations: int = Field(
         0, ge=0, le=1000, description="Taubin smoothing iterations (0: none)."

@@ -67,7 +67,7 @@ def test_unknown_flag_suggests_closest() -> None:
     [
         ("n_steps", "0", r"--n_steps must be > 0 \(got '0'\)"),
         ("lr", "-1", r"--lr must be > 0"),
-        ("vox.grid_size", "1", r"--vox.grid_size must have every side >= 2"),
+        ("vox.grid_size", "1", r"--vox.grid_size must have every side in 2..1024"),
         ("sd.variant", "v3", r"--sd.variant must be one of v1, v2 or v2_highres"),
         ("score_dynamic", "maybe", r"--score_dynamic must be True/False"),
         ("n_steps", "ten", r"--n_steps must be an integer"),
