@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The D-SDS authors' SJC command (spec B.3): SD v1.5, toucan prompt, dynamic score clipping 2 -> 8,
+# The D-SDS authors' SJC command (docs/method.md B.3): SD v1.5, toucan prompt, dynamic score clipping 2 -> 8,
 # emptiness 1e4 x20 after half the run, no depth loss. Needs a GPU and the SD v1.5 weights.
 # Usage: bash run_sjc_debiasing.sh [OUT_DIR] [extra flags...]
 set -euo pipefail

@@ -154,7 +154,7 @@ def polar_from_parameter(polar_parameter_rad: torch.Tensor) -> torch.Tensor:
 
 
 def sample_train_views(n: int, pose: PoseConfig, generator: torch.Generator) -> list[TrainView]:
-    """`n` SJC training cameras (spec A.8), drawn at once from `generator`.
+    """`n` SJC training cameras (docs/method.md A.8), drawn at once from `generator`.
 
     Azimuth ~ U[0, 360), v ~ U(0, polar_max_deg) clipped to [0.01, pi - 0.01] rad,
     polar = arccos(1 - 2 v / pi), eye at distance R looking at the origin, FoV ~ U[min, max].
@@ -189,7 +189,7 @@ def sample_train_view(pose: PoseConfig, generator: torch.Generator) -> TrainView
 
 
 def spiral_cameras(pose: PoseConfig) -> list[Camera]:
-    """SJC's test spiral (spec A.10): `n_test_frames` cameras over `test_rounds` turns.
+    """SJC's test spiral (docs/method.md A.10): `n_test_frames` cameras over `test_rounds` turns.
 
     Frame i has t = (i + 1) / n, height R (1 - t), horizontal radius max(R sin(pi t / 2), 0.5),
     angle 360 * rounds * t degrees in the x-z plane, FoV `pose.FoV`, looking at the origin.

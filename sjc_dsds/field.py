@@ -15,7 +15,7 @@ ALPHA_MASK_POOL_SIZE = 3
 
 
 class VoxelRadianceField(torch.nn.Module):
-    """SJC's voxel radiance field on the box [-bbox_len, bbox_len]^3 (spec A.6).
+    """SJC's voxel radiance field on the box [-bbox_len, bbox_len]^3 (docs/method.md A.6).
 
     Grids are stored z-y-x ([1, channels, depth, height, width] with x along width) and sampled
     trilinearly with zero padding and align_corners=False, so a value sits at its voxel's centre.

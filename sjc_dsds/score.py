@@ -1,7 +1,7 @@
 """Score-model interface (a denoiser in the VE/Karras parametrisation) and its pure maths.
 
 SJC talks to a diffusion model only through `denoise(x, sigma, cond)`, the model's estimate of the
-clean sample given `x = clean + sigma * noise` (spec A.1, A.2). Everything here is model-free.
+clean sample given `x = clean + sigma * noise` (docs/method.md A.1, A.2). Everything here is model-free.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-# SJC samples DDPM indices t = 10..969 uniformly (`us[30:-10]`, spec A.5).
+# SJC samples DDPM indices t = 10..969 uniformly (`us[30:-10]`, docs/method.md A.5).
 TRAIN_T_MIN = 10
 TRAIN_T_MAX = 969
 
@@ -30,7 +30,7 @@ class Conditioning:
 
 
 def sigmas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """VE noise level of every DDPM index: sigma_t = sqrt((1 - abar_t) / abar_t) (spec A.1).
+    """VE noise level of every DDPM index: sigma_t = sqrt((1 - abar_t) / abar_t) (docs/method.md A.1).
 
     Returns: [n_levels] float64, ascending with t (sigmas[t] is DDPM index t).
     """
@@ -39,7 +39,7 @@ def sigmas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
 
 
 def snap_index(sigmas: torch.Tensor, sigma: float | torch.Tensor) -> int:
-    """DDPM index whose ladder value is nearest to `sigma` (spec A.2 step 1)."""
+    """DDPM index whose ladder value is nearest to `sigma` (docs/method.md A.2 step 1)."""
     value = torch.as_tensor(sigma, dtype=torch.float64).reshape(())
     return int((sigmas - value).abs().argmin())
 
@@ -52,7 +52,7 @@ def vp_input_scale(sigma: float | torch.Tensor) -> torch.Tensor | float:
 def guidance_combine(
     eps_uncond: torch.Tensor, eps_cond: torch.Tensor, guidance_scale: float
 ) -> torch.Tensor:
-    """SJC's classifier-free guidance eps_u + s (eps_c - eps_u) (spec A.2 step 3, decision 1)."""
+    """SJC's classifier-free guidance eps_u + s (eps_c - eps_u) (docs/method.md A.2 step 3, decision 1)."""
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
 
@@ -62,7 +62,7 @@ def eps_from_v(noised_vp: torch.Tensor, v: torch.Tensor, alpha_bar: torch.Tensor
 
 
 def denoised_from_eps(noised: torch.Tensor, eps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """D(z, sigma) = z - sigma eps, on the unscaled VE input z (spec A.2 step 5)."""
+    """D(z, sigma) = z - sigma eps, on the unscaled VE input z (docs/method.md A.2 step 5)."""
     return noised - sigma * eps
 
 
@@ -75,7 +75,7 @@ def sjc_score(
 ) -> torch.Tensor:
     """SJC's sigma-weighted PAAS score: (D - y)/sigma (Eq. 16, var_red) or (D - z)/sigma (Eq. 15).
 
-    Divides by sigma, not sigma^2, as the authors' loop does (spec A.4).
+    Divides by sigma, not sigma^2, as the authors' loop does (docs/method.md A.4).
     """
     reference = render if variance_reduced else noised
     return (denoised - reference) / sigma

@@ -8,7 +8,7 @@ import torch
 def score_threshold(
     step: int, n_steps: int, score_thres: float, dynamic: bool, start: float = 0.25
 ) -> float | None:
-    """Clip threshold at 0-based `step`, or None when score debiasing is off (spec B.3, decision 3).
+    """Clip threshold at 0-based `step`, or None when score debiasing is off (docs/method.md B.3, decision 3).
 
     Dynamic: score_thres * (start + (1 - start) * step / n_steps); static: score_thres.
     `score_thres <= 0` turns clipping off (the authors' first script tested `< 0` by mistake).
@@ -21,7 +21,7 @@ def score_threshold(
 
 
 def clip_score(score: torch.Tensor, threshold: float | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clamp every element of the 2D score to [-threshold, threshold] (spec B.2).
+    """Clamp every element of the 2D score to [-threshold, threshold] (docs/method.md B.2).
 
     Returns the clipped score and the fraction of elements that were clipped, as a 0-d tensor on
     the score's device (0 when off), so that the loop reads it with its other statistics.

@@ -135,7 +135,7 @@ def test_sampled_views_are_reproducible_from_the_seed() -> None:
 def test_sampled_views_stay_in_sjc_ranges_and_look_at_the_origin() -> None:
     pose = PoseConfig()
     views = sample_train_views(2000, pose, torch.Generator().manual_seed(0))
-    # Elevation is 90 - arccos(1 - 2 v / pi) deg with v in [0.01, 100 deg]: the spec's
+    # Elevation is 90 - arccos(1 - 2 v / pi) deg with v in [0.01, 100 deg]: the method notes'
     # [-6.38, 83.53] to its two decimals.
     low = 90 - math.degrees(math.acos(1 - 2 * math.radians(100) / math.pi))
     high = 90 - math.degrees(math.acos(1 - 2 * 0.01 / math.pi))

@@ -194,7 +194,7 @@ def test_eval_only_renders_orbit_from_checkpoint(full_run, tiny_model) -> None:
 
 
 class FixedViewProbe:
-    """Stub LM with spec C.6's numbers: 'smiling' pulls toward the front view."""
+    """Stub LM with docs/method.md C.6's numbers: 'smiling' pulls toward the front view."""
 
     def p_view(self, prompts: list[str]) -> torch.Tensor:
         # VIEW_LABELS order: front, side, back, overhead.

@@ -73,7 +73,7 @@ def test_debiased_prompts_replace_the_user_prompt_per_view() -> None:
     cfg = SJCConfig.model_validate({"sd": {"prompt": "a smiling rabbit"}})
     debiased = {"front": "a smiling rabbit", "side": "a rabbit", "back": "a rabbit", "overhead": ""}
     prompts = ViewPrompts.from_config(cfg, debiased)
-    assert prompts.text("back") == "backside view of a rabbit"  # spec C.6's back-view prompt
+    assert prompts.text("back") == "backside view of a rabbit"  # docs/method.md C.6's back-view prompt
     assert prompts.text("front") == "front view of a smiling rabbit"
     assert prompts.text("overhead") == "overhead view"
     assert prompts.user_prompts == debiased
@@ -116,7 +116,7 @@ def test_encode_encodes_each_view_text_once() -> None:
 
 
 class SpecC6Probe:
-    """Stub LM with spec C.6's numbers in (front, side, back, overhead) order."""
+    """Stub LM with docs/method.md C.6's numbers in (front, side, back, overhead) order."""
 
     def p_view(self, prompts: list[str]) -> torch.Tensor:
         table = {"a rabbit": (0.40, 0.25, 0.25, 0.10)}
@@ -143,7 +143,7 @@ def test_build_view_prompts_applies_debiasing_only_when_enabled() -> None:
 
 
 def _expected_shares(pose: PoseConfig) -> dict[str, float]:
-    """Closed-form label shares of SJC's sampler (spec A.8).
+    """Closed-form label shares of SJC's sampler (docs/method.md A.8).
 
     sin(elevation) = cos(polar) = 1 - 2 v / pi with v ~ U(0, polar_max), so overhead
     (elevation > e0) means v < (pi / 2)(1 - sin e0); the azimuth is uniform and independent.

@@ -1,4 +1,4 @@
-"""Pure score maths against diffusers' DDPMScheduler, the spec's test values and hand arithmetic."""
+"""Pure score maths against diffusers' DDPMScheduler, the method notes' test values and hand arithmetic."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def test_denoised_from_eps_recovers_clean_sample_from_true_noise(sigmas: torch.T
     generator = torch.Generator().manual_seed(1)
     clean, noise = torch.randn(2, 4, 8, 8, generator=generator).unbind(0)
     sigma = float(sigmas[700])
-    noised = clean + sigma * noise  # VE perturbation, spec A.1
+    noised = clean + sigma * noise  # VE perturbation, docs/method.md A.1
     torch.testing.assert_close(denoised_from_eps(noised, noise, sigma), clean)
 
 
@@ -109,9 +109,9 @@ def test_sjc_score_variance_reduction_and_sigma_weighting() -> None:
     noised = render + sigma * noise
     reduced = sjc_score(render, noised, denoised, sigma, variance_reduced=True)
     plain = sjc_score(render, noised, denoised, sigma, variance_reduced=False)
-    # Eq. 15 minus Eq. 16 is -(z - y)/sigma = -noise (spec A.4).
+    # Eq. 15 minus Eq. 16 is -(z - y)/sigma = -noise (docs/method.md A.4).
     torch.testing.assert_close(plain - reduced, -noise)
-    # Eq. 15 is sigma times Tweedie's score (D - z)/sigma^2 (spec A.1, A.4: divide by sigma).
+    # Eq. 15 is sigma times Tweedie's score (D - z)/sigma^2 (docs/method.md A.1, A.4: divide by sigma).
     torch.testing.assert_close(plain, sigma * (denoised - noised) / sigma**2)
 
 

@@ -11,7 +11,7 @@ from sjc_dsds.score_debiasing import clip_score, score_threshold
 
 @pytest.mark.parametrize(
     "step,expected",
-    # spec B.3 table: 8 * (0.25 + 0.75 * i / 10000)
+    # docs/method.md B.3 table: 8 * (0.25 + 0.75 * i / 10000)
     [(0, 2.0), (2500, 3.5), (5000, 5.0), (7500, 6.5), (9999, 7.9994)],
 )
 def test_dynamic_schedule_matches_authors_table(step: int, expected: float) -> None:

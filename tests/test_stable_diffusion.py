@@ -135,7 +135,7 @@ def test_sigmas_and_data_shape_come_from_the_model(tiny_sd_dir: Path) -> None:
     denoiser = _denoiser(tiny_sd_dir, 100.0)
     scheduler = DDPMScheduler.from_pretrained(tiny_sd_dir, subfolder="scheduler")
     assert torch.equal(denoiser.sigmas, sigmas_from_alphas_cumprod(scheduler.alphas_cumprod))
-    assert denoiser.sigma_max == pytest.approx(14.6146, rel=1e-5)  # spec A.1
+    assert denoiser.sigma_max == pytest.approx(14.6146, rel=1e-5)  # docs/method.md A.1
     assert denoiser.sigma_min == pytest.approx(0.029167, rel=2e-5)
     assert denoiser.data_shape == (4, 32, 32)
     assert denoiser.guidance_scale == 100.0 and denoiser.prediction_type == "epsilon"
@@ -159,7 +159,7 @@ def test_decode_divides_by_the_sd_latent_scale(
     images = denoiser.decode(latents)
     # The tiny VAE has two blocks, so it upsamples by 2 (SD's four blocks give 8).
     assert images.shape == (2, 3, 32, 32)
-    assert reference.vae.config.scaling_factor == 0.18215  # SD 1.x/2.x, spec A.2
+    assert reference.vae.config.scaling_factor == 0.18215  # SD 1.x/2.x, docs/method.md A.2
     with torch.no_grad():
         expected = reference.vae.decode(latents / 0.18215).sample
     torch.testing.assert_close(images, (expected / 2 + 0.5).clamp(0, 1))
