@@ -8,7 +8,7 @@ Times `render_view` (packed samples, empty-space skipping, early termination) ag
 the two. One timed run is the forward pass plus the backward of the loop's two losses: the
 image receiving a fixed random score and SJC's emptiness loss on the weights. Scenes:
 
-* initial: the initial field of docs/method.md A.6 (raw density 0, i.e. softplus(-1) fog everywhere; features
+* initial: docs/method.md A.6's initial field (raw density 0: softplus(-1) fog; features
   and background N(0, 1)): nothing can be skipped, the hardest case for the fast renderer;
 * random: raw density N(0, 1) per voxel, fog of varying thickness everywhere;
 * object: what the emptiness loss leaves behind late in a run, an opaque ball of radius 0.5

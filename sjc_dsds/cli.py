@@ -46,7 +46,6 @@ ACTION_FLAGS: tuple[ActionFlag, ...] = (
     ActionFlag("help", "", "Show this help and exit."),
     ActionFlag("help_markdown", "", "Print the README's flag table (Markdown) and exit."),
 )
-_BARE_ACTIONS = {flag.name for flag in ACTION_FLAGS if not flag.metavar}
 
 
 @dataclass
@@ -183,10 +182,17 @@ def _suggest(name: str, known: Sequence[str]) -> str:
     return f" (did you mean --{close[0]}?)" if close else ""
 
 
-def parse_args(argv: Sequence[str]) -> ParsedArgs:
-    """Split argv into config overrides and action flags; unknown flags raise ConfigError."""
+def parse_args(
+    argv: Sequence[str], action_flags: Sequence[ActionFlag] = ACTION_FLAGS
+) -> ParsedArgs:
+    """Split argv into config overrides and action flags; unknown flags raise ConfigError.
+
+    Every command line of the package goes through here: run_sjc.py with ACTION_FLAGS, and
+    `sample2d` / `prompt_debias` with their own action flags.
+    """
     known = {name: info for name, info in iter_flags()}
-    actions = {flag.name for flag in ACTION_FLAGS}
+    actions = {flag.name for flag in action_flags}
+    bare_actions = {flag.name for flag in action_flags if not flag.metavar}
     parsed = ParsedArgs()
     tokens = list(argv)
     index = 0
@@ -201,7 +207,7 @@ def parse_args(argv: Sequence[str]) -> ParsedArgs:
         name, has_inline, value = token[2:].partition("=")
         name = name.replace("-", "_") if name not in known else name
         if name in actions:
-            if name in _BARE_ACTIONS:
+            if name in bare_actions:
                 parsed.actions[name] = True if not has_inline else _parse_bool(name, value)
                 continue
             if not has_inline:

@@ -44,7 +44,7 @@ def orbit_l1_frame_difference(frames: torch.Tensor) -> float:
 def render_orbit(
     field: VoxelRadianceField, model: ScoreModel, cfg: SJCConfig, out_dir: Path
 ) -> dict[str, Any]:
-    """Render the spiral (docs/method.md A.10) into `out_dir`: frames/, depth/, orbit.mp4, metrics.json."""
+    """Render the spiral (docs/method.md A.10) into `out_dir`: frames, depth, movies, metrics."""
     device = next(field.parameters()).device
     near, far = depth_range(cfg.pose.R, cfg.vox.bbox_len)
     rgb_frames, panels = [], []

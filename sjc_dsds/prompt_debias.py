@@ -11,12 +11,19 @@ import json
 import sys
 from collections.abc import Sequence
 
+from sjc_dsds.cli import ActionFlag
 from sjc_dsds.config import SJCConfig
 from sjc_dsds.errors import ConfigError, UserError
 
 PROGRAM = "python -m sjc_dsds.prompt_debias"
 _GROUPS = ("lm.", "view.")
 _SINGLE_FLAGS = ("device", "sd.prompt", "toy.prompt")
+OWN_FLAGS = (
+    ActionFlag("prompt", "TEXT", "User prompt (default: the family's --<family>.prompt default)."),
+    ActionFlag("config", "FILE", "Read the flags from a saved config.yaml first."),
+    ActionFlag("json", "", "Print the prompts.json record instead of the table."),
+    ActionFlag("help", "", "Show this help and exit."),
+)
 
 
 def help_text() -> str:
@@ -40,42 +47,18 @@ def help_text() -> str:
     return "\n".join(lines)
 
 
-def _take_own_flags(argv: Sequence[str]) -> tuple[list[str], str | None, bool, bool]:
-    """Remove --prompt VALUE, --json and --help from argv; return (rest, prompt, json, help)."""
-    rest: list[str] = []
-    prompt, as_json, wants_help = None, False, False
-    tokens = list(argv)
-    index = 0
-    while index < len(tokens):
-        token = tokens[index]
-        index += 1
-        if token in ("-h", "--help"):
-            wants_help = True
-        elif token == "--json":
-            as_json = True
-        elif token == "--prompt":
-            if index >= len(tokens):
-                raise ConfigError("--prompt needs a value")
-            prompt = tokens[index]
-            index += 1
-        elif token.startswith("--prompt="):
-            prompt = token.partition("=")[2]
-        else:
-            rest.append(token)
-    return rest, prompt, as_json, wants_help
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (2 with a one-line error for bad flags or models)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        rest, prompt, as_json, wants_help = _take_own_flags(argv)
-        if wants_help:
-            print(help_text())
-            return 0
         from sjc_dsds.cli import parse_args, resolve
 
-        parsed = parse_args(rest)
+        parsed = parse_args(argv, OWN_FLAGS)
+        if parsed.actions.pop("help", False):
+            print(help_text())
+            return 0
+        prompt = parsed.actions.pop("prompt", None)
+        as_json = bool(parsed.actions.pop("json", False))
         for name in parsed.overrides:
             if not (name.startswith(_GROUPS) or name in _SINGLE_FLAGS):
                 raise ConfigError(
@@ -87,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parsed.overrides["prompt_debias"] = "True"
         cfg = resolve(parsed)
         if prompt is not None:
-            parsed.overrides["toy.prompt" if cfg.family == "toy" else "sd.prompt"] = prompt
+            parsed.overrides[f"{cfg.family}.prompt"] = str(prompt)
             cfg = resolve(parsed)
         return _report(cfg, as_json)
     except UserError as error:

@@ -8,25 +8,31 @@ checked end to end before a 3D run.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from sjc_dsds.cli import ActionFlag
 from sjc_dsds.config import SJCConfig
 from sjc_dsds.errors import ConfigError, UserError
+from sjc_dsds.run_dir import slugify
 from sjc_dsds.score import Conditioning, ScoreModel
 
 PROGRAM = "python -m sjc_dsds.sample2d"
 DEFAULT_GUIDANCE = 7.5
-# Flags of this command (name -> (metavar, help)); every other flag is a run_sjc.py config flag.
-OWN_FLAGS = {
-    "out": ("FILE", "PNG to write [default: outputs/sample2d/<prompt>_seed<seed>.png]."),
-    "n_steps_sample": ("INT", "Karras steps before deduplication on the ladder [default: 40]."),
-    "sampler": ("{heun,euler}", "Second-order Heun (SJC's default) or Euler [default: heun]."),
-}
+# Flags of this command; every other flag is a run_sjc.py config flag.
+OWN_FLAGS = (
+    ActionFlag("out", "FILE", "PNG to write [default: outputs/sample2d/<prompt>_seed<seed>.png]."),
+    ActionFlag(
+        "n_steps_sample", "INT", "Karras steps before deduplication on the ladder [default: 40]."
+    ),
+    ActionFlag(
+        "sampler", "{heun,euler}", "Second-order Heun (SJC's default) or Euler [default: heun]."
+    ),
+    ActionFlag("help", "", "Show this help and exit."),
+)
 ALLOWED_CONFIG_PREFIXES = ("sd.", "seed", "device")
 
 
@@ -85,10 +91,6 @@ def sample(
     return x
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60] or "prompt"
-
-
 def _help_text() -> str:
     from sjc_dsds.cli import flag_rows
 
@@ -100,38 +102,19 @@ def _help_text() -> str:
         "",
         "flags:",
     ]
-    for name, (metavar, text) in OWN_FLAGS.items():
-        lines.append(f"  {('--' + name + ' ' + metavar).ljust(36)}{text}")
+    for flag in OWN_FLAGS:
+        lines.append(f"  {('--' + flag.name + ' ' + flag.metavar).ljust(36)}{flag.help}")
     for flag, type_name, _, description in flag_rows():
         if flag[2:].startswith(ALLOWED_CONFIG_PREFIXES):
             lines.append(f"  {(flag + ' ' + type_name).ljust(36)}{description}")
     return "\n".join(lines)
 
 
-def _split_argv(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
-    """Separate this command's own flags from the config flags passed on to the CLI parser."""
-    own: dict[str, str] = {}
-    rest: list[str] = []
-    tokens = list(argv)
-    while tokens:
-        token = tokens.pop(0)
-        name, has_inline, value = token[2:].partition("=")
-        if token.startswith("--") and name in OWN_FLAGS:
-            if not has_inline:
-                if not tokens:
-                    raise ConfigError(f"--{name} needs a value")
-                value = tokens.pop(0)
-            own[name] = value
-        else:
-            rest.append(token)
-    return own, rest
-
-
-def _parse_own(own: dict[str, str]) -> tuple[int, bool]:
-    n_steps_text = own.get("n_steps_sample", "40")
+def _parse_own(own: dict[str, str | bool]) -> tuple[int, bool]:
+    n_steps_text = str(own.get("n_steps_sample", "40"))
     if not n_steps_text.isdigit() or int(n_steps_text) < 1:
         raise ConfigError(f"--n_steps_sample must be an integer >= 1 (got {n_steps_text!r})")
-    sampler = own.get("sampler", "heun")
+    sampler = str(own.get("sampler", "heun"))
     if sampler not in ("heun", "euler"):
         raise ConfigError(f"--sampler must be one of heun, euler (got {sampler!r})")
     return int(n_steps_text), sampler == "heun"
@@ -143,20 +126,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        if "--help" in argv or "-h" in argv:
+        parsed = parse_args(argv, OWN_FLAGS)
+        if parsed.actions.get("help"):
             print(_help_text())
             return 0
-        own, rest = _split_argv(argv)
+        own = parsed.actions
         n_steps, heun = _parse_own(own)
-        parsed = parse_args(rest)
-        if parsed.actions:
-            raise ConfigError(f"--{next(iter(parsed.actions))} is a run_sjc.py action flag")
         for name in parsed.overrides:
             if not name.startswith(ALLOWED_CONFIG_PREFIXES):
                 raise ConfigError(f"--{name} does not apply to {PROGRAM}; see --help")
         overrides = {"sd.scale": str(DEFAULT_GUIDANCE), **parsed.overrides}
         cfg = build_config(overrides)
-        out = Path(own.get("out") or f"outputs/sample2d/{_slug(cfg.sd.prompt)}_seed{cfg.seed}.png")
+        out = Path(
+            str(own.get("out") or f"outputs/sample2d/{slugify(cfg.prompt)}_seed{cfg.seed}.png")
+        )
         path = _sample_to_png(cfg, out, n_steps, heun)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """Score-model interface (a denoiser in the VE/Karras parametrisation) and its pure maths.
 
 SJC talks to a diffusion model only through `denoise(x, sigma, cond)`, the model's estimate of the
-clean sample given `x = clean + sigma * noise` (docs/method.md A.1, A.2). Everything here is model-free.
+clean sample given `x = clean + sigma * noise` (docs/method.md A.1, A.2). Everything here is
+model-free.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ class Conditioning:
 
 
 def sigmas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """VE noise level of every DDPM index: sigma_t = sqrt((1 - abar_t) / abar_t) (docs/method.md A.1).
+    """VE noise level of every DDPM index, sigma_t = sqrt((1 - abar_t) / abar_t).
+
+    docs/method.md A.1.
 
     Returns: [n_levels] float64, ascending with t (sigmas[t] is DDPM index t).
     """
@@ -52,7 +55,7 @@ def vp_input_scale(sigma: float | torch.Tensor) -> torch.Tensor | float:
 def guidance_combine(
     eps_uncond: torch.Tensor, eps_cond: torch.Tensor, guidance_scale: float
 ) -> torch.Tensor:
-    """SJC's classifier-free guidance eps_u + s (eps_c - eps_u) (docs/method.md A.2 step 3, decision 1)."""
+    """SJC's classifier-free guidance eps_u + s (eps_c - eps_u) (docs/method.md A.2, decision 1)."""
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
 

@@ -8,7 +8,9 @@ import torch
 def score_threshold(
     step: int, n_steps: int, score_thres: float, dynamic: bool, start: float = 0.25
 ) -> float | None:
-    """Clip threshold at 0-based `step`, or None when score debiasing is off (docs/method.md B.3, decision 3).
+    """Clip threshold at 0-based `step`, or None when score debiasing is off.
+
+    docs/method.md B.3 and decision 3.
 
     Dynamic: score_thres * (start + (1 - start) * step / n_steps); static: score_thres.
     `score_thres <= 0` turns clipping off (the authors' first script tested `< 0` by mistake).

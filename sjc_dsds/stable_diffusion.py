@@ -1,7 +1,8 @@
 """StableDiffusionDenoiser: SD's UNet, VAE and CLIP text encoder behind the VE denoiser interface.
 
 Loads the components through `pretrained.py` (hub id, local diffusers folder or single checkpoint
-file), turns the UNet's epsilon or v prediction into D(z, sigma) (docs/method.md A.2) and decodes latents.
+file), turns the UNet's epsilon or v prediction into D(z, sigma) (docs/method.md A.2) and
+decodes latents.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from sjc_dsds.score import (
     vp_input_scale,
 )
 
-# docs/method.md decision 6; the SD 2.0 repositories match SJC's 512-base-ema.ckpt and 768-v-ema.ckpt.
+# docs/method.md decision 6: the SD 2.0 repositories match SJC's 512-base-ema.ckpt and
+# 768-v-ema.ckpt.
 DEFAULT_MODEL_IDS: dict[str, str] = {
     "v1": "stable-diffusion-v1-5/stable-diffusion-v1-5",
     "v2": "stabilityai/stable-diffusion-2-base",
@@ -243,7 +245,9 @@ class StableDiffusionDenoiser(ScoreModel):
     def denoise(
         self, noised: torch.Tensor, sigma: float | torch.Tensor, cond: Conditioning
     ) -> torch.Tensor:
-        """Guided clean estimate D(z, sigma) [b, 4, h, w] of VE latents z = y + sigma n (docs/method.md A.2).
+        """Guided clean estimate D(z, sigma) [b, 4, h, w] of VE latents z = y + sigma n.
+
+        docs/method.md A.2.
 
         Snaps sigma to the ladder, feeds z / sqrt(1 + sigma^2) at DDPM index t to the UNet, combines
         [uncond, cond] as eps_u + s (eps_c - eps_u), converts v to eps, returns z - sigma eps.
@@ -277,7 +281,7 @@ class StableDiffusionDenoiser(ScoreModel):
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """RGB images [b, 3, f h, f w] in [0, 1] from scaled latents [b, 4, h, w] (f = 8 for SD).
 
-        Divides by the VAE's scaling factor (0.18215 for SD) first (docs/method.md A.2, latent scale).
+        Divides by the VAE's scaling factor (0.18215 for SD) first (docs/method.md A.2).
         """
         with self._autocast():
             image = self.vae.decode((x / self.latent_scale).to(self.dtype), return_dict=False)[0]

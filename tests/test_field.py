@@ -31,7 +31,7 @@ def _field(seed: int = 0, **overrides: object) -> VoxelRadianceField:
 
 
 def _voxel_centres(field: VoxelRadianceField) -> torch.Tensor:
-    """World positions [z, y, x, 3] of every voxel centre, computed from the method notes' layout."""
+    """World positions [z, y, x, 3] of every voxel centre, from docs/method.md A.6."""
     size_x, size_y, size_z = field.grid_size
     length = field.bbox_len
 

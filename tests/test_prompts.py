@@ -73,7 +73,7 @@ def test_debiased_prompts_replace_the_user_prompt_per_view() -> None:
     cfg = SJCConfig.model_validate({"sd": {"prompt": "a smiling rabbit"}})
     debiased = {"front": "a smiling rabbit", "side": "a rabbit", "back": "a rabbit", "overhead": ""}
     prompts = ViewPrompts.from_config(cfg, debiased)
-    assert prompts.text("back") == "backside view of a rabbit"  # docs/method.md C.6's back-view prompt
+    assert prompts.text("back") == "backside view of a rabbit"  # docs/method.md C.6
     assert prompts.text("front") == "front view of a smiling rabbit"
     assert prompts.text("overhead") == "overhead view"
     assert prompts.user_prompts == debiased

@@ -1,4 +1,4 @@
-"""Pure score maths against diffusers' DDPMScheduler, the method notes' test values and hand arithmetic."""
+"""Pure score maths against diffusers' DDPMScheduler, worked values, hand arithmetic."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def test_sjc_score_variance_reduction_and_sigma_weighting() -> None:
     plain = sjc_score(render, noised, denoised, sigma, variance_reduced=False)
     # Eq. 15 minus Eq. 16 is -(z - y)/sigma = -noise (docs/method.md A.4).
     torch.testing.assert_close(plain - reduced, -noise)
-    # Eq. 15 is sigma times Tweedie's score (D - z)/sigma^2 (docs/method.md A.1, A.4: divide by sigma).
+    # Eq. 15 is sigma times Tweedie's score (D - z)/sigma^2 (method A.1, A.4).
     torch.testing.assert_close(plain, sigma * (denoised - noised) / sigma**2)
 
 
