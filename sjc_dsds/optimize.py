@@ -98,6 +98,8 @@ class RunState:
     step: int = 0
     prompts_record: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    # Optional map (score, step) -> score applied after clipping (benchmarks: a norm-matched arm).
+    score_transform: Callable[[torch.Tensor, int], torch.Tensor] | None = None
 
     @classmethod
     def create(
@@ -165,6 +167,8 @@ def sjc_step(state: RunState, step: int) -> tuple[dict[str, Any], TrainView, Ren
             step, cfg.n_steps, cfg.score_thres, cfg.score_dynamic, cfg.score_thres_start
         )
         score, clipped_frac = clip_score(score, threshold)
+        if state.score_transform is not None:
+            score = state.score_transform(score, step)
     start = _elapsed(state, "time_score", start)
 
     # Regularisers: emptiness (boosted after emptiness_step) and the optional centre-depth loss.
