@@ -67,7 +67,7 @@ def main() -> int:
             torch.cuda.reset_peak_memory_stats(state.device)
         times: dict[str, list[float]] = {name: [] for name in STAGES}
         for step in range(args.warmup + args.steps):
-            sjc_step(state, step)
+            sjc_step(state)
             if step >= args.warmup:
                 for name in STAGES:
                     times[name].append(state.timings[name] * 1000)

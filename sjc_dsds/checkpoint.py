@@ -1,8 +1,10 @@
-"""Checkpoints in safetensors: field, optimiser state, step, RNG state, config; atomic writes."""
+"""Checkpoints in safetensors: field, optimiser, step, random streams, config, and a checksum."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,10 @@ from safetensors.torch import load, save
 from sjc_dsds.errors import CheckpointError
 from sjc_dsds.run_dir import atomic_write_bytes
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+STREAM_PREFIX = "rng."
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -24,7 +29,7 @@ class Checkpoint:
     step: int
     field_state: dict[str, torch.Tensor]
     optimizer_state: dict[str, Any]
-    generator_state: torch.Tensor
+    stream_states: dict[str, torch.Tensor]
     config_yaml: str
 
 
@@ -38,44 +43,57 @@ def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], 
     return tensors, state["param_groups"]
 
 
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of `tensors`, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_checkpoint(
     path: Path,
     step: int,
     field: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
+    stream_states: dict[str, torch.Tensor],
     config_yaml: str,
 ) -> None:
-    """Write a checkpoint to `path` atomically (temporary file, then rename)."""
+    """Write a checkpoint to `path` atomically (temporary file, then rename), with a checksum."""
     tensors = {
         f"field.{name}": value.detach().cpu().contiguous()
         for name, value in field.state_dict().items()
     }
     optimizer_tensors, param_groups = _flatten_optimizer(optimizer.state_dict())
     tensors.update(optimizer_tensors)
-    tensors["generator_state"] = generator.get_state()
+    tensors.update({STREAM_PREFIX + name: state for name, state in stream_states.items()})
     metadata = {
         "format_version": str(FORMAT_VERSION),
         "step": str(step),
         "param_groups": json.dumps(param_groups),
         "config_yaml": config_yaml,
+        "sha256": tensors_digest(tensors),
     }
     atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
-    """Read a checkpoint written by `save_checkpoint` (safetensors only: no pickle)."""
+    """Read and verify a checkpoint written by `save_checkpoint` (safetensors only: no pickle)."""
     try:
         data = path.read_bytes()
         tensors = load(data)
         metadata = _read_metadata(data)
-    except (OSError, SafetensorError, ValueError, KeyError) as error:
+    except (OSError, SafetensorError, ValueError, KeyError, UnicodeDecodeError) as error:
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from None
     if metadata.get("format_version") != str(FORMAT_VERSION):
         raise CheckpointError(
             f"checkpoint {path} has format {metadata.get('format_version')}, "
             f"this version reads {FORMAT_VERSION}"
         )
+    if tensors_digest(tensors) != metadata.get("sha256"):
+        raise CheckpointError(f"checkpoint {path} is corrupt (its checksum does not match)")
     field_state = {k[len("field.") :]: v for k, v in tensors.items() if k.startswith("field.")}
     optimizer_entries: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
@@ -86,13 +104,36 @@ def load_checkpoint(path: Path) -> Checkpoint:
         "state": optimizer_entries,
         "param_groups": json.loads(metadata["param_groups"]),
     }
+    streams = {
+        k[len(STREAM_PREFIX) :]: v for k, v in tensors.items() if k.startswith(STREAM_PREFIX)
+    }
     return Checkpoint(
         step=int(metadata["step"]),
         field_state=field_state,
         optimizer_state=optimizer_state,
-        generator_state=tensors["generator_state"],
+        stream_states=streams,
         config_yaml=metadata["config_yaml"],
     )
+
+
+def load_newest_readable(paths: list[Path], flag: str = "--resume") -> Checkpoint:
+    """Load the newest checkpoint of `paths` (sorted oldest first) that reads and verifies.
+
+    Skipping an unreadable one is said in one log line; if none reads, a CheckpointError
+    names every file tried.
+    """
+    problems = []
+    for path in reversed(paths):
+        try:
+            checkpoint = load_checkpoint(path)
+        except CheckpointError as error:
+            problems.append(str(error))
+            continue
+        if problems:
+            logger.warning("%s: %s; using %s instead", flag, "; ".join(problems), path.name)
+        return checkpoint
+    names = ", ".join(path.name for path in paths)
+    raise CheckpointError(f"{flag}: no checkpoint loads ({names}): {'; '.join(problems)}")
 
 
 def _read_metadata(data: bytes) -> dict[str, str]:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import sys
+import traceback
 import types
 import typing
 from collections.abc import Iterator, Sequence
@@ -19,8 +21,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from sjc_dsds.config import SJCConfig, dump_config
-from sjc_dsds.errors import ConfigError, UserError
+from sjc_dsds.config import SJCConfig, dump_config, resume_changes
+from sjc_dsds.errors import ConfigError, RunStopped, UserError
 
 PROGRAM = "run_sjc.py"
 
@@ -40,6 +42,7 @@ ACTION_FLAGS: tuple[ActionFlag, ...] = (
     ActionFlag("eval_only", "RUN_DIR", "Render the test orbit of RUN_DIR's last checkpoint."),
     ActionFlag("overwrite", "", "Replace an existing run directory instead of refusing."),
     ActionFlag("print_config", "", "Print the resolved config as YAML and exit."),
+    ActionFlag("verbose", "", "Show the full traceback of any error (also SJC_DSDS_VERBOSE=1)."),
     ActionFlag("help", "", "Show this help and exit."),
     ActionFlag("help_markdown", "", "Print the README's flag table (Markdown) and exit."),
 )
@@ -330,36 +333,54 @@ def read_yaml(path: str | Path, flag: str = "--config") -> dict[str, Any]:
         raise ConfigError(f"{flag}: no such file {str(path)!r}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
         problem = error.__class__.__name__
-        raise ConfigError(f"{flag}: {path} is not valid YAML ({problem})") from None
+        raise ConfigError(f"{flag}: {path} is not valid YAML text ({problem})") from None
+    except OSError as error:
+        raise ConfigError(f"{flag}: cannot read {path} ({error.strerror})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{flag}: {path} must hold a mapping of config groups")
     return data
 
 
 def resolve(parsed: ParsedArgs) -> SJCConfig:
-    """The run's config: saved config (--config or the resumed run's) updated by the flags."""
-    base: dict[str, Any] = {}
+    """The run's config: a saved config (--config, or the resumed run's) updated by the flags.
+
+    On --resume / --eval_only the run directory's config.yaml is the authority: only the flags
+    of `config.SAFE_ON_RESUME` may change it. A run's config.yaml used with --config is a
+    preset: the new run gets a fresh output folder unless --out_dir is given.
+    """
     for action in ("resume", "eval_only"):
         if action in parsed.actions:
+            if "config" in parsed.actions:
+                raise ConfigError(f"--{action} cannot be combined with --config")
             run_dir = Path(str(parsed.actions[action]))
             if not (run_dir / "config.yaml").is_file():
                 raise ConfigError(f"--{action} {run_dir}: not a run directory (no config.yaml)")
             base = read_yaml(run_dir / "config.yaml", f"--{action}")
             base.pop("version", None)
             base["out_dir"] = str(run_dir)
+            if "out_dir" in parsed.overrides:
+                raise ConfigError(f"--out_dir cannot be combined with --{action} (it is the run)")
+            saved = build_config({}, base)
+            cfg = build_config(parsed.overrides, base)
+            resume_changes(saved, cfg)
+            return cfg
+    base = {}
     if "config" in parsed.actions:
-        base = _merge(base, read_yaml(str(parsed.actions["config"])))
-        base.pop("version", None)
+        base = read_yaml(str(parsed.actions["config"]))
+        if base.pop("version", None) is not None:
+            base.pop("out_dir", None)
     return build_config(parsed.overrides, base)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of run_sjc.py; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    verbose = os.environ.get("SJC_DSDS_VERBOSE", "") not in ("", "0")
     try:
         parsed = parse_args(argv)
+        verbose = verbose or bool(parsed.actions.get("verbose"))
         if parsed.actions.get("help"):
             print(help_text())
             return 0
@@ -374,25 +395,42 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         return _execute(cfg, parsed)
     except UserError as error:
+        if verbose:
+            traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except RunStopped as stopped:
+        print(str(stopped), file=sys.stderr)
+        return stopped.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Log to whatever sys.stderr is at the time of each message (it may be replaced)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
 
 
 def _execute(cfg: SJCConfig, parsed: ParsedArgs) -> int:
     """Run training or evaluation; heavy imports happen here, after the config is valid."""
     package_logger = logging.getLogger("sjc_dsds")
     if not package_logger.handlers:
-        package_logger.addHandler(logging.StreamHandler())
+        package_logger.addHandler(_StderrHandler())
         package_logger.setLevel(logging.INFO)
     from sjc_dsds import optimize
 
     if "eval_only" in parsed.actions:
         from sjc_dsds import evaluate
 
-        result = evaluate.evaluate_run(Path(str(parsed.actions["eval_only"])))
+        result = evaluate.evaluate_run(Path(str(parsed.actions["eval_only"])), cfg=cfg)
         print(f"orbit written to {result}")
         return 0
     result = optimize.run_sjc(

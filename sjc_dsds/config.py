@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sjc_dsds.errors import ConfigError
 
 ViewLabel = Literal["front", "side", "back", "overhead"]
 VIEW_LABELS: tuple[str, ...] = ("front", "side", "back", "overhead")
@@ -17,9 +20,9 @@ SJC_OVERHEAD_ELEVATION_DEG = math.degrees(math.asin(2.0 / 3.0))
 
 
 class Group(BaseModel):
-    """Base for every flag group: unknown keys are errors; assignments are re-validated."""
+    """Base for every flag group: unknown keys and non-finite numbers are errors; re-validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SDConfig(Group):
@@ -38,7 +41,10 @@ class SDConfig(Group):
         "", description="Text of the unconditional branch of guidance ('' as in SJC)."
     )
     scale: float = Field(
-        100.0, ge=0, description="Classifier-free guidance scale s in eps_u + s (eps_c - eps_u)."
+        100.0,
+        ge=0,
+        le=1000,
+        description="Classifier-free guidance scale s in eps_u + s (eps_c - eps_u).",
     )
     precision: Literal["autocast", "fp32", "fp16", "bf16"] = Field(
         "autocast",
@@ -81,7 +87,9 @@ class ToyConfig(Group):
         le=1,
         description="Share of prior images redrawn until their camera is in the front quadrant.",
     )
-    n_images: int = Field(512, ge=1, description="Number of rendered images in the prior.")
+    n_images: int = Field(
+        512, ge=1, le=100_000, description="Number of rendered images in the prior."
+    )
     view_caption_frac: float = Field(
         1.0,
         ge=0,
@@ -95,7 +103,10 @@ class ToyConfig(Group):
         description="Share of prior images showing another toy scene (the unconditional mix).",
     )
     guidance_scale: float = Field(
-        3.0, ge=0, description="Classifier-free guidance D_u + s (D_c - D_u) of the toy model."
+        3.0,
+        ge=0,
+        le=1000,
+        description="Classifier-free guidance D_u + s (D_c - D_u) of the toy model.",
     )
     prompt: str | None = Field(None, description="Prompt; default is the scene's own caption.")
 
@@ -108,30 +119,42 @@ class VoxConfig(Group):
         description="V_SD: identity features (latents); V_SJC: 2 sigmoid - 1 colours; "
         "default follows --family.",
     )
-    bbox_len: float = Field(1.0, gt=0, description="Half side of the scene box [-len, len]^3.")
+    bbox_len: float = Field(
+        1.0, gt=0, le=100, description="Half side of the scene box [-len, len]^3."
+    )
     grid_size: tuple[int, int, int] = Field(
         (100, 100, 100),
         description="Voxels per side: one integer for a cube, or x,y,z.",
     )
-    step_ratio: float = Field(0.5, gt=0, description="Ray-march step as a fraction of one voxel.")
-    density_shift: float = Field(-1.0, description="Added to the raw density before softplus.")
+    step_ratio: float = Field(
+        0.5, gt=0, le=10, description="Ray-march step as a fraction of one voxel."
+    )
+    density_shift: float = Field(
+        -1.0, ge=-100, le=100, description="Added to the raw density before softplus."
+    )
     ray_march_weight_thres: float = Field(
-        1e-4, ge=0, description="Skip feature lookups for samples with weight <= this."
+        1e-4, ge=0, le=1, description="Skip feature lookups for samples with weight <= this."
     )
     c: int | None = Field(
-        None, ge=1, description="Feature channels; default follows --family (4 for sd, 3 for toy)."
+        None,
+        ge=1,
+        le=64,
+        description="Feature channels; default follows --family (4 for sd, 3 for toy).",
     )
     blend_bg_texture: bool | None = Field(
         None,
         description="Blend a learned background texture; default follows --family (sd: True, "
         "toy: False, its prior has a fixed background).",
     )
-    bg_texture_hw: int = Field(4, ge=1, description="Side of the background texture.")
+    bg_texture_hw: int = Field(4, ge=1, le=512, description="Side of the background texture.")
     alpha_mask: bool = Field(
         False, description="Prune empty space with a max-pooled alpha mask (off in SJC)."
     )
     alpha_mask_every: int = Field(
-        100, ge=1, description="Rebuild the alpha mask every this many steps (with alpha_mask)."
+        100,
+        ge=1,
+        le=10_000_000,
+        description="Rebuild the alpha mask every this many steps (with alpha_mask).",
     )
     alpha_mask_thres: float = Field(
         0.08, ge=0, le=1, description="Voxel alpha below which space counts as empty."
@@ -158,9 +181,9 @@ class VoxConfig(Group):
 class PoseConfig(Group):
     """Training cameras, view labels and the test spiral (`--pose.*`)."""
 
-    rend_hw: int = Field(64, ge=2, description="Side of the rendered image in pixels.")
+    rend_hw: int = Field(64, ge=2, le=4096, description="Side of the rendered image in pixels.")
     FoV: float = Field(60.0, gt=0, lt=180, description="Test-spiral horizontal field of view.")
-    R: float = Field(1.5, gt=0, description="Camera distance from the origin.")
+    R: float = Field(1.5, gt=0, le=100, description="Camera distance from the origin.")
     train_fov_min_deg: float = Field(
         40.0, gt=0, lt=180, description="Smallest training field of view."
     )
@@ -182,8 +205,8 @@ class PoseConfig(Group):
         le=90,
         description="Elevations above this are labelled overhead (SJC: arcsin(2/3) = 41.81).",
     )
-    n_test_frames: int = Field(100, ge=1, description="Frames of the test spiral.")
-    test_rounds: int = Field(3, ge=1, description="Turns of the test spiral.")
+    n_test_frames: int = Field(100, ge=1, le=10_000, description="Frames of the test spiral.")
+    test_rounds: int = Field(3, ge=1, le=100, description="Turns of the test spiral.")
 
     @model_validator(mode="after")
     def _ranges_are_ordered(self) -> PoseConfig:
@@ -229,7 +252,7 @@ class PromptDebiasConfig(Group):
         description="LM words for front,side,back,overhead (each a single token).",
     )
     threshold: float = Field(
-        0.95, gt=0, description="Drop a word for a view when its ratio is below this."
+        0.95, gt=0, le=100, description="Drop a word for a view when its ratio is below this."
     )
     mix: float = Field(
         0.5, ge=0, le=1, description="Weight of P(view|prompt without word) in the ratio's mean."
@@ -243,43 +266,66 @@ class SJCConfig(Group):
     """Everything one run needs; saved as <run_dir>/config.yaml."""
 
     family: Literal["sd", "toy"] = Field("sd", description="Score model family.")
-    lr: float = Field(0.05, gt=0, description="Adamax learning rate of the voxel grids.")
-    bg_lr: float = Field(1e-4, ge=0, description="Adamax learning rate of the background.")
-    n_steps: int = Field(10_000, gt=0, description="Optimisation steps.")
-    emptiness_scale: float = Field(10.0, ge=0, description="k in log(1 + k w).")
-    emptiness_weight: float = Field(10_000.0, ge=0, description="Weight of the emptiness loss.")
+    lr: float = Field(0.05, gt=0, le=10, description="Adamax learning rate of the voxel grids.")
+    bg_lr: float = Field(1e-4, ge=0, le=10, description="Adamax learning rate of the background.")
+    n_steps: int = Field(10_000, gt=0, le=10_000_000, description="Optimisation steps.")
+    emptiness_scale: float = Field(10.0, ge=0, le=1e6, description="k in log(1 + k w).")
+    emptiness_weight: float = Field(
+        10_000.0, ge=0, le=1e9, description="Weight of the emptiness loss."
+    )
     emptiness_step: float = Field(
         0.5, ge=0, le=1, description="Fraction of n_steps after which the multiplier applies."
     )
     emptiness_multiplier: float = Field(
-        20.0, ge=0, description="Emptiness weight multiplier from emptiness_step on."
+        20.0, ge=0, le=1e6, description="Emptiness weight multiplier from emptiness_step on."
     )
     depth_weight: float = Field(
         0.0,
         ge=0,
+        le=1e6,
         description="Centre-depth loss weight; intended sign (centre nearer), fixing sjc#21.",
     )
     var_red: bool = Field(True, description="Score (D - y)/sigma (True) or (D - z)/sigma (False).")
     score_thres: float = Field(
-        8.0, description="D-SDS elementwise score clip; <= 0 turns score debiasing off."
+        8.0,
+        ge=-1e6,
+        le=1e6,
+        description="D-SDS elementwise score clip; <= 0 turns score debiasing off.",
     )
     score_dynamic: bool = Field(True, description="Grow the score threshold linearly over the run.")
     score_thres_start: float = Field(
         0.25, ge=0, le=1, description="Fraction of score_thres at step 0 when dynamic."
     )
     prompt_debias: bool = Field(False, description="D-SDS prompt debiasing with a masked LM.")
-    seed: int = Field(0, ge=0, description="Seed of every random draw of the run.")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="Seed of every random stream of the run.")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     out_dir: str | None = Field(
-        None, description="Run directory; default outputs/<prompt-slug>/<time>."
+        None, description="Run directory; default outputs/<prompt-slug>/<time>-seed<S>-<random>."
     )
     save_every: int | None = Field(
-        None, ge=1, description="Checkpoint cadence in steps; default n_steps / 10."
+        None, ge=1, le=10**9, description="Checkpoint cadence in steps; default n_steps / 10."
     )
     vis_every: int | None = Field(
-        None, ge=1, description="Snapshot cadence in steps; default n_steps / 100 (SJC)."
+        None,
+        ge=1,
+        le=10**9,
+        description="Snapshot cadence in steps; default n_steps / 100 (SJC).",
     )
-    log_every: int = Field(1, ge=1, description="Write metrics.jsonl every this many steps.")
+    log_every: int = Field(
+        1, ge=1, le=10**9, description="Write metrics.jsonl every this many steps."
+    )
+    keep_checkpoints: int = Field(
+        2,
+        ge=1,
+        le=100_000,
+        description="Keep the newest this many checkpoints (and the final one); older are pruned.",
+    )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="CPU threads of torch; default picks one that holds up on a busy small CPU.",
+    )
     sd: SDConfig = Field(default_factory=SDConfig)
     toy: ToyConfig = Field(default_factory=ToyConfig)
     vox: VoxConfig = Field(default_factory=VoxConfig)
@@ -290,7 +336,7 @@ class SJCConfig(Group):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        if value in ("auto", "cpu", "cuda", "mps") or value.startswith("cuda:"):
+        if value in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", value):
             return value
         raise ValueError(f"must be one of auto, cpu, cuda, cuda:N, mps (got {value!r})")
 
@@ -339,10 +385,72 @@ def dump_config(cfg: SJCConfig) -> str:
 
 
 def load_config_text(text: str) -> SJCConfig:
-    """Parse YAML text into a validated config."""
-    return SJCConfig.model_validate(yaml.safe_load(text) or {})
+    """Parse YAML text (a dump, or a run's config.yaml with its version) into a config."""
+    data = yaml.safe_load(text) or {}
+    data.pop("version", None)
+    return SJCConfig.model_validate(data)
 
 
 def load_config(path: str | Path) -> SJCConfig:
     """Read a config.yaml written by `dump_config`."""
     return load_config_text(Path(path).read_text())
+
+
+# Flags a resumed or re-evaluated run may change: they steer how or how long it runs, or how it
+# is evaluated, not what it computes up to its current step.
+SAFE_ON_RESUME: frozenset[str] = frozenset(
+    {
+        "n_steps",
+        "device",
+        "threads",
+        "sd.model_id",
+        "save_every",
+        "vis_every",
+        "log_every",
+        "keep_checkpoints",
+        "pose.n_test_frames",
+        "pose.test_rounds",
+        "export_mesh",
+    }
+)
+SAFE_GROUPS_ON_RESUME: tuple[str, ...] = ("eval.", "metrics.", "log.")
+
+
+def flat_values(cfg: BaseModel, prefix: str = "") -> dict[str, object]:
+    """Every leaf value of a config by dotted flag name."""
+    values: dict[str, object] = {}
+    for name in type(cfg).model_fields:
+        value = getattr(cfg, name)
+        if isinstance(value, BaseModel):
+            values.update(flat_values(value, f"{prefix}{name}."))
+        else:
+            values[prefix + name] = value
+    return values
+
+
+def is_safe_on_resume(name: str) -> bool:
+    """Whether flag `name` may be changed on --resume / --eval_only."""
+    return name in SAFE_ON_RESUME or name.startswith(SAFE_GROUPS_ON_RESUME)
+
+
+def resume_changes(saved: SJCConfig, new: SJCConfig) -> dict[str, list[object]]:
+    """Flags whose value differs between a run's saved config and `new`, as [old, new].
+
+    Raises ConfigError for a flag that may not change: the run directory's config is the
+    authority on what the run computes.
+    """
+    old_values, new_values = flat_values(saved), flat_values(new)
+    changes = {
+        name: [old_values.get(name), value]
+        for name, value in new_values.items()
+        if name != "out_dir" and old_values.get(name) != value
+    }
+    unsafe = sorted(name for name in changes if not is_safe_on_resume(name))
+    if unsafe:
+        allowed = ", ".join(f"--{name}" for name in sorted(SAFE_ON_RESUME))
+        raise ConfigError(
+            f"--{unsafe[0]} cannot change on --resume/--eval_only (the run directory's "
+            f"config.yaml is the authority; start a new run instead); allowed: {allowed}, "
+            "--eval.*, --metrics.*, --log.*"
+        )
+    return changes

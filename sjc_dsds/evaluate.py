@@ -8,12 +8,12 @@ from typing import Any
 import torch
 
 from sjc_dsds.cameras import spiral_cameras
-from sjc_dsds.checkpoint import load_checkpoint
-from sjc_dsds.config import SJCConfig, load_config_text
+from sjc_dsds.checkpoint import load_newest_readable
+from sjc_dsds.config import SJCConfig, load_config_text, resume_changes
 from sjc_dsds.errors import CheckpointError
 from sjc_dsds.field import VoxelRadianceField
 from sjc_dsds.render import render_view
-from sjc_dsds.run_dir import RunDir, write_json
+from sjc_dsds.run_dir import RunDir, append_jsonl, now_iso, write_json
 from sjc_dsds.runtime import make_generator, resolve_device
 from sjc_dsds.score import ScoreModel
 from sjc_dsds.visualize import depth_to_rgb, save_png, side_by_side, write_video
@@ -55,27 +55,39 @@ def render_orbit(
     return metrics
 
 
-def load_field(run_dir: Path) -> tuple[SJCConfig, VoxelRadianceField, int]:
-    """Config, field (on CPU) and step of the latest checkpoint of a run directory."""
+def load_field(
+    run_dir: Path, flag: str = "--eval_only"
+) -> tuple[SJCConfig, VoxelRadianceField, int]:
+    """Config, field (on CPU) and step of the newest readable checkpoint of a run directory."""
     run = RunDir(run_dir)
-    checkpoint_path = run.latest_checkpoint()
-    if checkpoint_path is None:
-        raise CheckpointError(f"--eval_only {run_dir}: no checkpoint in {run.checkpoints}")
-    checkpoint = load_checkpoint(checkpoint_path)
+    paths = run.checkpoint_paths()
+    if not paths:
+        raise CheckpointError(f"{flag} {run_dir}: no checkpoint in {run.checkpoints}")
+    checkpoint = load_newest_readable(paths, flag)
     cfg = load_config_text(checkpoint.config_yaml)
     field = VoxelRadianceField.from_config(cfg.vox, torch.device("cpu"), make_generator(0))
     field.load_state_dict(checkpoint.field_state)
     return cfg, field, checkpoint.step
 
 
-def evaluate_run(run_dir: Path, model: ScoreModel | None = None) -> Path:
-    """Render the orbit of a run's latest checkpoint into <run_dir>/test_step_N; returns it."""
+def evaluate_run(
+    run_dir: Path, model: ScoreModel | None = None, cfg: SJCConfig | None = None
+) -> Path:
+    """Render the orbit of a run's newest checkpoint into <run_dir>/test_step_N; returns it.
+
+    `cfg` is the run's config with the evaluation overrides applied (see
+    `config.SAFE_ON_RESUME`); the changes are recorded in the run's history.jsonl.
+    """
     from sjc_dsds.optimize import build_score_model
 
     run_dir = Path(run_dir)
-    cfg, field, step = load_field(run_dir)
+    saved, field, step = load_field(run_dir)
+    changes = resume_changes(saved, cfg) if cfg is not None else {}
+    cfg = cfg if cfg is not None else saved
     device = resolve_device(cfg.device)
     model = model if model is not None else build_score_model(cfg, device)
     out_dir = run_dir / f"test_step_{step:07d}"
     render_orbit(field.to(device), model, cfg, out_dir)
+    record = {"time": now_iso(), "kind": "eval_only", "step": step, "changes": changes}
+    append_jsonl(RunDir(run_dir).history, record)
     return out_dir

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,9 +18,9 @@ import torch
 from tqdm.auto import tqdm
 
 from sjc_dsds.cameras import TrainView, sample_train_view
-from sjc_dsds.checkpoint import load_checkpoint, save_checkpoint
-from sjc_dsds.config import SJCConfig, dump_config, load_config_text
-from sjc_dsds.errors import CheckpointError, NonFiniteError
+from sjc_dsds.checkpoint import Checkpoint, load_checkpoint, load_newest_readable, save_checkpoint
+from sjc_dsds.config import SJCConfig, dump_config, load_config, load_config_text, resume_changes
+from sjc_dsds.errors import CheckpointError, ConfigError, NonFiniteError, RunStopped, UserError
 from sjc_dsds.field import VoxelRadianceField
 from sjc_dsds.losses import center_depth_loss, emptiness_loss, emptiness_weight_at
 from sjc_dsds.prompts import (
@@ -27,16 +29,23 @@ from sjc_dsds.prompts import (
     format_prompts_report,
     prompts_record,
 )
+from sjc_dsds.provenance import collect_provenance
 from sjc_dsds.render import RenderOutput, render_view
 from sjc_dsds.run_dir import (
     MetricsLog,
     RunDir,
+    RunLock,
+    append_jsonl,
     check_run_dir,
     create_run_dir,
     default_run_dir,
+    now_iso,
+    remove_stale_temporaries,
+    write_config,
     write_json,
+    write_status,
 )
-from sjc_dsds.runtime import make_generator, resolve_device, seed_everything
+from sjc_dsds.runtime import RandomStreams, resolve_device, seed_everything
 from sjc_dsds.score import ScoreModel, sample_train_sigma, sjc_score
 from sjc_dsds.score_debiasing import clip_score, score_threshold
 from sjc_dsds.visualize import depth_to_rgb, save_png, side_by_side
@@ -72,8 +81,14 @@ def _view_prompts(
 ) -> tuple[ViewPrompts, dict[str, Any]]:
     """Per-view prompt texts: a resumed run's prompts.json, else built (and debiased)."""
     if saved is not None and saved.exists():
-        record = json.loads(saved.read_text())
-        return ViewPrompts.from_json(record["view_prompts"]), record
+        try:
+            record = json.loads(saved.read_text())
+            return ViewPrompts.from_json(record["view_prompts"]), record
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            problem = f"{error.__class__.__name__}: {error}".splitlines()[0]
+            raise ConfigError(
+                f"--resume: {saved} is corrupt ({problem}); restore it or start a new run"
+            ) from None
     probe = None
     if cfg.prompt_debias and cfg.family == "toy":
         from sjc_dsds.toy import CaptionProbe
@@ -94,10 +109,14 @@ class RunState:
     optimizer: torch.optim.Optimizer
     model: ScoreModel
     prompts: ViewPrompts
-    generator: torch.Generator
+    streams: RandomStreams
     step: int = 0
     prompts_record: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    # Random-stream states as of the last completed step (what a checkpoint must hold).
+    completed_streams: dict[str, torch.Tensor] = field(default_factory=dict)
+    # True while the parameters are being updated: a checkpoint then would mix two steps.
+    updating: bool = False
     # Optional map (score, step) -> score applied after clipping (benchmarks: a norm-matched arm).
     score_transform: Callable[[torch.Tensor, int], torch.Tensor] | None = None
 
@@ -108,31 +127,69 @@ class RunState:
         """Fresh state: seeded field, Adamax with SJC's groups, score model and view prompts."""
         device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
-        generator = make_generator(cfg.seed)
-        field = VoxelRadianceField.from_config(cfg.vox, torch.device("cpu"), generator).to(device)
+        streams = RandomStreams.from_seed(cfg.seed)
+        cpu = torch.device("cpu")
+        field = VoxelRadianceField.from_config(cfg.vox, cpu, streams.field).to(device)
         optimizer = torch.optim.Adamax(field.param_groups(cfg.lr, cfg.bg_lr), lr=cfg.lr)
         model = model if model is not None else build_score_model(cfg, device)
         prompts, record = _view_prompts(cfg, device, saved_prompts)
-        return cls(cfg, device, field, optimizer, model, prompts, generator, 0, record)
+        state = cls(cfg, device, field, optimizer, model, prompts, streams, 0, record)
+        state.completed_streams = streams.get_state()
+        return state
 
-    def restore(self, checkpoint_path: Path) -> None:
-        """Load field, optimiser, generator and step from a checkpoint of the same config."""
-        checkpoint = load_checkpoint(checkpoint_path)
+    def restore(self, checkpoint: Checkpoint, source: Path | str = "checkpoint") -> None:
+        """Load field, optimiser, random streams and step from a checkpoint of the same run."""
         saved = load_config_text(checkpoint.config_yaml)
         if saved.vox != self.cfg.vox:
-            raise CheckpointError(f"{checkpoint_path}: its --vox.* config differs from this run's")
+            raise CheckpointError(f"{source}: its --vox.* config differs from this run's")
         self.field.load_state_dict(checkpoint.field_state)
         self.optimizer.load_state_dict(checkpoint.optimizer_state)
-        self.generator.set_state(checkpoint.generator_state)
+        self.streams.set_state(checkpoint.stream_states)
+        self.completed_streams = self.streams.get_state()
         self.step = checkpoint.step
 
+    def apply_update(self) -> None:
+        """Adamax step, then advance the step counter with the random streams' states."""
+        self.updating = True
+        self.optimizer.step()
+        self.step += 1
+        self.completed_streams = self.streams.get_state()
+        self.updating = False
+
     def save(self, run: RunDir) -> Path:
-        """Checkpoint the state after `self.step` steps."""
+        """Checkpoint the state after `self.step` completed steps, then prune older ones."""
         path = run.checkpoint_path(self.step)
         save_checkpoint(
-            path, self.step, self.field, self.optimizer, self.generator, dump_config(self.cfg)
+            path,
+            self.step,
+            self.field,
+            self.optimizer,
+            self.completed_streams,
+            dump_config(self.cfg),
         )
+        prune_checkpoints(run, self.cfg.keep_checkpoints, self.cfg.n_steps)
         return path
+
+
+def prune_checkpoints(run: RunDir, keep: int, n_steps: int) -> list[Path]:
+    """Delete all but the newest `keep` checkpoints (and the final one), once the newest loads.
+
+    The newest is read back and verified first, so pruning never removes the only readable
+    checkpoint.
+    """
+    paths = run.checkpoint_paths()
+    if len(paths) <= keep:
+        return []
+    try:
+        load_checkpoint(paths[-1])
+    except CheckpointError as error:
+        logger.warning("not pruning old checkpoints: %s", error)
+        return []
+    final = run.checkpoint_path(n_steps)
+    doomed = [path for path in paths[:-keep] if path != final]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return doomed
 
 
 def _elapsed(state: RunState, name: str, start: float) -> float:
@@ -143,26 +200,32 @@ def _elapsed(state: RunState, name: str, start: float) -> float:
     return now
 
 
-def sjc_step(state: RunState, step: int) -> tuple[dict[str, Any], TrainView, RenderOutput]:
-    """One SJC update: render a random view, score it, clip the score, chain it into the grids."""
-    cfg, generator = state.cfg, state.generator
+def sjc_step(state: RunState) -> tuple[dict[str, Any], TrainView, RenderOutput]:
+    """One SJC update at `state.step`: render a random view, score it, clip, chain into the grids.
+
+    Advances `state.step`, so a loop of `sjc_step(state)` calls equals `run_sjc`.
+    """
+    cfg, streams, step = state.cfg, state.streams, state.step
+    if cfg.vox.alpha_mask and step % cfg.vox.alpha_mask_every == 0:
+        state.field.update_alpha_mask()
     start = time.perf_counter()
 
-    # Render the field from this step's random camera (spec A.8).
-    view = sample_train_view(cfg.pose, generator)
+    # Render the field from this step's random camera (docs/method.md A.8).
+    view = sample_train_view(cfg.pose, streams.camera)
     out = render_view(state.field, view.camera.to(state.device))
     start = _elapsed(state, "time_render", start)
 
     # Noise the render at a DDPM level t ~ U{10..969} and denoise it with the view's prompt.
-    t, sigma = sample_train_sigma(state.model.sigmas, generator)
-    noise = torch.randn(out.image.shape, generator=generator).to(state.device)
+    t, sigma = sample_train_sigma(state.model.sigmas, streams.noise)
+    noise = torch.randn(out.image.shape, generator=streams.noise).to(state.device)
     render = out.image.detach()
     noised = render + sigma * noise
     cond = state.model.condition(state.prompts.text(view.label), cfg.sd.negative_prompt)
     with torch.no_grad():
         denoised = state.model.denoise(noised, sigma, cond).to(render.dtype)
-        # SJC's score estimate, clipped elementwise by this step's D-SDS threshold (spec B).
+        # SJC's score estimate, checked before D-SDS clips it elementwise (docs/method.md B).
         score = sjc_score(render, noised, denoised, sigma, variance_reduced=cfg.var_red)
+        score_finite = torch.isfinite(score).all()
         threshold = score_threshold(
             step, cfg.n_steps, cfg.score_thres, cfg.score_dynamic, cfg.score_thres_start
         )
@@ -182,7 +245,7 @@ def sjc_step(state: RunState, step: int) -> tuple[dict[str, Any], TrainView, Ren
     # One host sync per step: the finiteness guard and the logged statistics read together.
     stats = torch.stack(
         [
-            torch.isfinite(score).all().float() * torch.isfinite(regulariser).float(),
+            score_finite.float() * torch.isfinite(regulariser).float(),
             clipped_frac,
             score.abs().mean(),
             loss_empty.detach(),
@@ -200,7 +263,7 @@ def sjc_step(state: RunState, step: int) -> tuple[dict[str, Any], TrainView, Ren
     state.optimizer.zero_grad(set_to_none=True)
     torch.autograd.backward([out.image, regulariser], [-score, torch.ones_like(regulariser)])
     start = _elapsed(state, "time_backward", start)
-    state.optimizer.step()
+    state.apply_update()
     _elapsed(state, "time_optimizer", start)
 
     metrics = {
@@ -240,6 +303,71 @@ def _save_snapshot(state: RunState, run: RunDir, step: int, out: RenderOutput) -
     save_png(run.images / f"view_step_{step:07d}.png", side_by_side([rgb, depth]))
 
 
+# Exit codes of a run stopped on request, after its checkpoint was written.
+EXIT_PREEMPTED = 75
+EXIT_INTERRUPTED = 130
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
+
+
+class StopRequest:
+    """Turns SIGTERM, SIGUSR1 and a first Ctrl-C into a request to stop after the current step.
+
+    Installed only in the main thread; a second Ctrl-C raises KeyboardInterrupt at once.
+    """
+
+    def __init__(self, event: threading.Event | None = None) -> None:
+        self.event = event or threading.Event()
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, number: int, frame: Any) -> None:
+        if number == signal.SIGINT and self.event.is_set():
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(number).name
+        self.event.set()
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for name in STOP_SIGNALS:
+                number = getattr(signal, name)
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_INTERRUPTED if self.signal_name == "SIGINT" else EXIT_PREEMPTED
+
+
+def _record_invocation(run: RunDir, cfg: SJCConfig, kind: str, changes: dict[str, Any]) -> None:
+    """Append this invocation to history.jsonl (and save provenance.json on a new run)."""
+    provenance = collect_provenance(resolve_device(cfg.device))
+    if kind == "start":
+        write_json(run.root / "provenance.json", provenance)
+    record = {"time": now_iso(), "kind": kind, "changes": changes, "provenance": provenance}
+    append_jsonl(run.history, record)
+
+
+def _prepare_resume(run: RunDir, state: RunState, cfg: SJCConfig) -> dict[str, Any]:
+    """Restore the newest readable checkpoint (if any) and apply the allowed config changes."""
+    saved = load_config(run.config)
+    changes = resume_changes(saved, cfg)
+    paths = run.checkpoint_paths()
+    if paths:
+        checkpoint = load_newest_readable(paths)
+        state.restore(checkpoint, source=paths[-1])
+    else:
+        logger.info("--resume %s: no checkpoint yet; starting from step 0", run.root)
+    if state.step > cfg.n_steps:
+        raise ConfigError(f"--n_steps {cfg.n_steps} is below the run's step {state.step}")
+    if changes:
+        write_config(run, cfg)
+    return changes
+
+
 def run_sjc(
     cfg: SJCConfig,
     resume: bool = False,
@@ -247,22 +375,40 @@ def run_sjc(
     model: ScoreModel | None = None,
     stop_after: int | None = None,
     progress: bool = True,
+    stop: threading.Event | None = None,
 ) -> RunResult:
     """Turn `cfg.prompt` into a voxel field; writes the run directory and returns its summary.
 
     `model` reuses an already loaded score model (sweeps); `stop_after` ends this session after
-    that many steps with a checkpoint, as an interruption would.
+    that many steps with a checkpoint. Setting `stop` (or SIGTERM, SIGUSR1, Ctrl-C) ends it
+    after the current step with a checkpoint and raises RunStopped.
     """
     root = Path(cfg.out_dir) if cfg.out_dir else default_run_dir(cfg)
     cfg = cfg.model_copy(update={"out_dir": str(root)})
     # Fail before writing anything: the run directory, then the models (slow, may be missing).
     check_run_dir(root, resume=resume, overwrite=overwrite)
+    if resume:
+        resume_changes(load_config(RunDir(root).config), cfg)
     state = RunState.create(cfg, model, saved_prompts=RunDir(root).prompts if resume else None)
     run = create_run_dir(root, cfg, resume=resume, overwrite=overwrite)
-    if resume:
-        state.restore(run.latest_checkpoint())
-    write_json(run.prompts, state.prompts_record)
+    lock = RunLock(run).acquire()
+    try:
+        remove_stale_temporaries(run)
+        changes = _prepare_resume(run, state, cfg) if resume else {}
+        _record_invocation(run, cfg, "resume" if resume else "start", changes)
+        write_json(run.prompts, state.prompts_record)
+        with StopRequest(stop) as request:
+            return _train_and_evaluate(state, run, stop_after, progress, request)
+    finally:
+        lock.release()
 
+
+def _train_and_evaluate(
+    state: RunState, run: RunDir, stop_after: int | None, progress: bool, request: StopRequest
+) -> RunResult:
+    """The loop of `run_sjc`: status records, a checkpoint on every way out, then the orbit."""
+    cfg = state.cfg
+    write_status(run, "running", state.step, cfg.n_steps)
     log = MetricsLog(run.metrics, start_step=state.step)
     end = cfg.n_steps if stop_after is None else min(cfg.n_steps, state.step + stop_after)
     bar = tqdm(
@@ -276,10 +422,9 @@ def run_sjc(
     metrics: dict[str, Any] = {}
     try:
         for step in bar:
-            if cfg.vox.alpha_mask and step % cfg.vox.alpha_mask_every == 0:
-                state.field.update_alpha_mask()
-            metrics, _, out = sjc_step(state, step)
-            state.step = step + 1
+            if request.event.is_set():
+                raise _stopped(state, run, request)
+            metrics, _, out = sjc_step(state)
             if step % cfg.log_every == 0 or state.step == cfg.n_steps:
                 log.write(metrics)
             bar.set_postfix(
@@ -291,23 +436,63 @@ def run_sjc(
                 _save_snapshot(state, run, step, out)
             if state.step % cfg.save_interval == 0 and state.step < end:
                 state.save(run)
+        if request.event.is_set() and state.step < cfg.n_steps:
+            raise _stopped(state, run, request)
     except KeyboardInterrupt:
-        path = state.save(run)
-        logger.warning("interrupted: saved %s; continue with --resume %s", path, run.root)
+        if state.updating:
+            logger.warning("interrupted during a parameter update: kept the previous checkpoint")
+        else:
+            path = state.save(run)
+            logger.warning("interrupted: saved %s; continue with --resume %s", path, run.root)
+        write_status(run, "stopped", state.step, cfg.n_steps, "interrupted", EXIT_INTERRUPTED)
         raise
     except NonFiniteError as error:
         path = state.save(run)
-        raise NonFiniteError(f"{error}; stopped with the last good state in {path}") from None
+        message = f"{error}; stopped with the last good state in {path}"
+        write_status(run, "failed", state.step, cfg.n_steps, message, 1)
+        raise NonFiniteError(message) from error
+    except (UserError, OSError, RuntimeError) as error:
+        _try_status(run, "failed", state.step, cfg.n_steps, str(error).splitlines()[0])
+        raise
     finally:
         bar.close()
         log.close()
+    return _finish(state, run, metrics)
+
+
+def _stopped(state: RunState, run: RunDir, request: StopRequest) -> RunStopped:
+    """Checkpoint the last completed step and describe the stop (the caller raises it)."""
+    path = state.save(run)
+    name = request.signal_name or "a stop request"
+    message = (
+        f"stopped by {name} after step {state.step}: saved {path.name}; "
+        f"continue with --resume {run.root}"
+    )
+    write_status(run, "stopped", state.step, state.cfg.n_steps, message, request.exit_code)
+    return RunStopped(message, str(run.root), state.step, request.exit_code)
+
+
+def _try_status(run: RunDir, *args: Any) -> None:
+    """Record a failure in status.json if the disk still lets us."""
+    try:
+        write_status(run, *args)
+    except UserError:
+        logger.warning("could not record the failure in %s", run.status)
+
+
+def _finish(state: RunState, run: RunDir, metrics: dict[str, Any]) -> RunResult:
+    """Final checkpoint, the test orbit once the run is complete, summary and status."""
+    cfg = state.cfg
     state.save(run)
-    if state.step >= cfg.n_steps:
+    finished = state.step >= cfg.n_steps
+    orbit: dict[str, Any] = {}
+    if finished:
         from sjc_dsds.evaluate import render_orbit
 
-        metrics = {**metrics, **render_orbit(state.field, state.model, cfg, run.test)}
-    summary = {"final_step": state.step, "finished": state.step >= cfg.n_steps, **metrics}
+        orbit = render_orbit(state.field, state.model, cfg, run.test)
+    summary = {"final_step": state.step, "finished": finished, **metrics, **orbit}
     write_json(run.summary, _json_safe(summary))
+    write_status(run, "finished" if finished else "stopped", state.step, cfg.n_steps)
     return RunResult(run.root, state.step, summary)
 
 

@@ -118,7 +118,7 @@ def test_help_lists_every_flag_with_type_and_default() -> None:
         assert f"--{name} " in text
     assert "--vox.grid_size INT,INT,INT" in text
     assert "[default: 100,100,100]" in text
-    assert "--n_steps INT" in text and "[default: 10000; > 0]" in text
+    assert "--n_steps INT" in text and "[default: 10000; > 0 and <= 10000000]" in text
     assert flag_table_markdown().count("\n") == len(list(iter_flags())) + 1
 
 

@@ -9,7 +9,7 @@ import torch
 
 from sjc_dsds.checkpoint import load_checkpoint, save_checkpoint
 from sjc_dsds.config import SJCConfig, dump_config, load_config
-from sjc_dsds.errors import CheckpointError, RunDirExistsError
+from sjc_dsds.errors import CheckpointError, ConfigError, RunDirExistsError, StorageError
 from sjc_dsds.run_dir import (
     MetricsLog,
     RunDir,
@@ -30,17 +30,17 @@ def test_default_run_dir_is_under_outputs_never_cwd() -> None:
 
 def test_existing_run_dir_is_refused_and_untouched(tmp_path: Path) -> None:
     root = tmp_path / "run"
-    root.mkdir()
-    (root / "keep.txt").write_text("precious")
+    create_run_dir(root, SJCConfig(), resume=False, overwrite=False)
+    (root / "keep.txt").write_text("old run's file")
     with pytest.raises(RunDirExistsError, match="--resume"):
         create_run_dir(root, SJCConfig(), resume=False, overwrite=False)
-    assert [p.name for p in root.iterdir()] == ["keep.txt"]
+    assert (root / "keep.txt").exists()
     create_run_dir(root, SJCConfig(), resume=False, overwrite=True)
     assert not (root / "keep.txt").exists() and (root / "config.yaml").exists()
 
 
-def test_resume_without_checkpoint_fails_cleanly(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="no checkpoint"):
+def test_resume_of_a_folder_that_is_no_run_fails_cleanly(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a run directory"):
         create_run_dir(tmp_path / "missing", SJCConfig(), resume=True, overwrite=False)
     assert not (tmp_path / "missing").exists()
 
@@ -64,7 +64,7 @@ def test_atomic_write_leaves_old_file_when_writing_fails(
         raise OSError("disk full")
 
     monkeypatch.setattr("sjc_dsds.run_dir.os.fsync", failing_fsync)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(StorageError, match="disk full"):
         atomic_write_bytes(path, b"new")
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
@@ -91,7 +91,8 @@ def test_checkpoint_round_trip_restores_everything(tmp_path: Path) -> None:
     generator = torch.Generator().manual_seed(11)
     torch.rand(3, generator=generator)
     path = RunDir(tmp_path).checkpoint_path(7)
-    save_checkpoint(path, 7, module, optimizer, generator, dump_config(SJCConfig()))
+    streams = {"camera": generator.get_state()}
+    save_checkpoint(path, 7, module, optimizer, streams, dump_config(SJCConfig()))
     checkpoint = load_checkpoint(path)
     assert checkpoint.step == 7
     for name, value in module.state_dict().items():
@@ -103,7 +104,7 @@ def test_checkpoint_round_trip_restores_everything(tmp_path: Path) -> None:
     for key, value in restored.state_dict()["state"][0].items():
         assert torch.equal(torch.as_tensor(value), torch.as_tensor(saved_state[key]))
     again = torch.Generator()
-    again.set_state(checkpoint.generator_state)
+    again.set_state(checkpoint.stream_states["camera"])
     assert torch.equal(torch.rand(3, generator=again), torch.rand(3, generator=generator))
     assert RunDir(tmp_path).latest_checkpoint() == path
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
