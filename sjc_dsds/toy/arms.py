@@ -108,10 +108,8 @@ def train_arm(
     if start_from is not None:
         load_ground_truth(state.field, cfg, start_from)
     score_abs, clipped = [], []
-    for step in range(cfg.n_steps):
-        if cfg.vox.alpha_mask and step % cfg.vox.alpha_mask_every == 0:
-            state.field.update_alpha_mask()
-        metrics, _, _ = sjc_step(state, step)
+    for _ in range(cfg.n_steps):
+        metrics, _, _ = sjc_step(state)
         score_abs.append(float(metrics["score_abs_mean"]))
         clipped.append(float(metrics["score_clipped_frac"]))
     return ArmRun(state.field, score_abs, clipped)
