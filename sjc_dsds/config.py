@@ -85,6 +85,9 @@ class ToyConfig(Group):
     scene: Literal["head", "animal", "cube"] = Field(
         "head", description="Ground-truth object whose renders form the image prior."
     )
+    scene_seed: int | None = Field(
+        None, ge=0, description="Procedural held-out scene from this seed (replaces --toy.scene)."
+    )
     front_bias: float = Field(
         0.5,
         ge=0,

@@ -121,6 +121,8 @@ class RunState:
     updating: bool = False
     # The renderer's path: None picks by device (fixed-shape on CUDA, packed elsewhere).
     render_fixed_shape: bool | None = None
+    # Optional map (score, step) -> score applied after clipping (benchmarks: a norm-matched arm).
+    score_transform: Callable[[torch.Tensor, int], torch.Tensor] | None = None
 
     @classmethod
     def create(
@@ -233,6 +235,8 @@ def sjc_step(state: RunState) -> tuple[dict[str, Any], TrainView, RenderOutput]:
             step, cfg.n_steps, cfg.score_thres, cfg.score_dynamic, cfg.score_thres_start
         )
         score, clipped_frac = clip_score(score, threshold)
+        if state.score_transform is not None:
+            score = state.score_transform(score, step)
     start = _elapsed(state, "time_score", start)
 
     # Regularisers: emptiness (boosted after emptiness_step) and the optional centre-depth loss.

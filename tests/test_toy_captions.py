@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from sjc_dsds.prompt_debiasing import debias_prompt
@@ -9,9 +10,9 @@ from sjc_dsds.toy.captions import (
     Caption,
     CaptionProbe,
     ParsedPrompt,
-    best_match_log_weights,
-    caption_mismatches,
+    compatible_captions,
     parse_prompt,
+    uniform_log_weights,
 )
 
 VOCABULARY = {"smiling", "head", "cube", "red"}
@@ -29,27 +30,29 @@ def test_parse_prompt_reads_prefix_and_suffix_views_and_ignores_unknown_words():
     assert parse_prompt("", VOCABULARY) == ParsedPrompt(frozenset(), None)
 
 
-def test_mismatches_count_missing_words_and_conflicting_views():
+def test_compatible_captions_need_every_prompt_word_and_no_other_view():
     captions = [
         Caption(("smiling", "head"), "front"),
         Caption(("head",), None),
         Caption(("head",), "back"),
+        Caption(("smiling", "head"), None),
         Caption(("cube",), "back"),
     ]
     parsed = parse_prompt("backside view of a smiling head", VOCABULARY)
-    # 0: front != back -> 1; 1: lacks 'smiling' -> 1; 2: lacks 'smiling' -> 1;
-    # 3: lacks 'smiling' and 'head' -> 2.
-    assert caption_mismatches(parsed, captions).tolist() == [1, 1, 1, 2]
+    # 0: names front; 1, 2: lack 'smiling' (no partial credit, unlike v1's tie rule, which
+    # scored a missing word like a wrong view word); 3: has both words, view unnamed; 4: no.
+    assert compatible_captions(parsed, captions).tolist() == [False, False, False, True, False]
     parsed = parse_prompt("backside view of a head", VOCABULARY)
-    # 0: view conflict -> 1; 1: unnamed view, has 'head' -> 0; 2: -> 0; 3: lacks 'head' -> 1.
-    assert caption_mismatches(parsed, captions).tolist() == [1, 0, 0, 1]
+    assert compatible_captions(parsed, captions).tolist() == [False, True, True, True, False]
 
 
-def test_best_match_weights_are_uniform_over_the_fewest_mismatches():
-    log_weights = best_match_log_weights(torch.tensor([1, 0, 2, 0, 0]))
+def test_uniform_log_weights_and_a_prompt_that_matches_nothing():
+    log_weights = uniform_log_weights(torch.tensor([False, True, False, True, True]))
     assert torch.isinf(log_weights[[0, 2]]).all()
     torch.testing.assert_close(log_weights.exp()[[1, 3, 4]], torch.full((3,), 1 / 3).double())
     assert float(torch.logsumexp(log_weights, 0)) == 0.0
+    with pytest.raises(ValueError, match="matches no caption"):
+        uniform_log_weights(torch.tensor([False, False]), "a blue head")
 
 
 def _smiling_captions() -> list[Caption]:

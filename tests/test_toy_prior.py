@@ -12,6 +12,8 @@ from sjc_dsds.errors import ConfigError
 from sjc_dsds.toy.captions import CaptionProbe
 from sjc_dsds.toy.denoiser import ToyScoreModel
 from sjc_dsds.toy.prior import build_prior_from_config, plan_prior
+from sjc_dsds.toy.scenes import procedural_scene
+from sjc_dsds.toy.world import BACK_WORD_RATE, FRONT_WORD_RATE
 
 # SJC's cameras are front with probability P(not overhead) * 1/4 = 0.7 * 0.25 (spec A.8).
 SJC_FRONT_SHARE = 0.175
@@ -41,14 +43,32 @@ def test_front_share_is_bias_plus_unbiased_remainder_times_sjc_front_share(front
     assert abs(share - expected) < _binomial_tolerance(expected, len(plan.views))
 
 
-def test_captions_name_the_front_word_exactly_on_front_views_and_the_view_at_the_set_rate():
-    plan = plan_prior(_config(view_caption_frac=0.3))
+@pytest.mark.parametrize(
+    ("word", "rates"), [("smiling", FRONT_WORD_RATE), ("braided", BACK_WORD_RATE)]
+)
+def test_caption_words_follow_their_per_view_rates(word, rates):
+    plan = plan_prior(_config(view_caption_frac=0.3, front_bias=0.25, n_images=4000))
+    for view in ("front", "side", "back", "overhead"):
+        captions = [c for v, c in zip(plan.views, plan.captions) if v.label == view]
+        share = sum(word in caption.words for caption in captions) / len(captions)
+        assert abs(share - rates[view]) < _binomial_tolerance(rates[view], len(captions)) + 1e-9
     for view, caption in zip(plan.views, plan.captions):
-        assert ("smiling" in caption.words) == (view.label == "front")
         assert "head" in caption.words
         assert caption.view in (None, view.label)
     named = sum(caption.view is not None for caption in plan.captions) / len(plan.captions)
     assert abs(named - 0.3) < _binomial_tolerance(0.3, len(plan.captions))
+
+
+def test_procedural_scenes_are_distinct_and_reproducible_per_seed():
+    first, again, other = procedural_scene(11), procedural_scene(11), procedural_scene(12)
+    assert [p.name for p in first.parts] == [p.name for p in again.parts]
+    assert [p.color for p in first.parts] == [p.color for p in again.parts]
+    assert {p.role for p in first.parts} == {"body", "front", "back"}
+    points = torch.rand(500, 3) * 2 - 1
+    assert not torch.equal(first.parts[-1].shape(points), other.parts[-1].shape(points))
+    plan = plan_prior(_config(scene_seed=11, n_images=50))
+    assert set(plan.scenes) == {"seed11"}
+    assert all(first.noun in caption.words for caption in plan.captions)
 
 
 def test_distractors_are_other_scenes_captioned_with_their_own_noun():
@@ -67,11 +87,12 @@ def test_prior_is_the_same_for_every_run_seed():
     assert [view.azimuth_deg for view in first.views] == [view.azimuth_deg for view in second.views]
 
 
-def test_probe_from_config_sees_front_word_only_in_front_captions():
+def test_probe_from_config_sees_the_front_word_mostly_in_front_captions():
     probe = CaptionProbe.from_config(_config(front_bias=0.5))
     probabilities = probe.p_view(["a smiling head", "a head"])
-    # 'smiling' captions are all front: 3 of the 4 smoothed columns hold only the +1.
-    assert probabilities[0, 0] > 0.95
+    # P(front | smiling) = 0.9 * 0.59 / (0.9 * 0.59 + 0.3 * 0.36 + 0.02 * 0.05) ~ 0.83 with
+    # front share 0.5 + 0.5 * 0.175 and side+overhead ~ 0.36: well above P(front | head).
+    assert probabilities[0, 0] > 0.75
     assert probabilities[1, 0] < probabilities[0, 0]
 
 

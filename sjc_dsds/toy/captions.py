@@ -75,27 +75,31 @@ def parse_prompt(
     return ParsedPrompt(frozenset(words), view)
 
 
-def caption_mismatches(parsed: ParsedPrompt, captions: Sequence[Caption]) -> torch.Tensor:
-    """Per caption: prompt words it lacks, plus one if it names a different view. Shape [n]."""
-    counts = [
-        len(parsed.words - caption.word_set)
-        + int(parsed.view is not None and caption.view is not None and caption.view != parsed.view)
+def compatible_captions(parsed: ParsedPrompt, captions: Sequence[Caption]) -> torch.Tensor:
+    """Per caption: does it contain every prompt word and name no other view? Bool [n].
+
+    A caption that does not name its view is compatible with any view word. There is no
+    partial credit: a caption that lacks a prompt word never matches (no tie rule trades a
+    missing word against a wrong view word).
+    """
+    flags = [
+        parsed.words <= caption.word_set
+        and (parsed.view is None or caption.view is None or caption.view == parsed.view)
         for caption in captions
     ]
-    return torch.tensor(counts, dtype=torch.int64)
+    return torch.tensor(flags, dtype=torch.bool)
 
 
-def best_match_log_weights(mismatches: torch.Tensor) -> torch.Tensor:
-    """Log prior over images: uniform over the captions with fewest mismatches, -inf elsewhere.
+def uniform_log_weights(chosen: torch.Tensor, prompt: str = "") -> torch.Tensor:
+    """Log prior over images: uniform over the chosen ones, -inf elsewhere. [n] float64.
 
-    Args:
-        mismatches: [n_images] integer counts from `caption_mismatches`.
-    Returns:
-        [n_images] float64 log-weights that log-sum-exp to 0.
+    Raises ValueError when nothing is chosen (the prompt matches no caption of the prior).
     """
-    best = mismatches == mismatches.min()
-    log_weights = torch.full(mismatches.shape, float("-inf"), dtype=torch.float64)
-    log_weights[best] = -torch.log(torch.tensor(float(best.sum()), dtype=torch.float64))
+    count = int(chosen.sum())
+    if count == 0:
+        raise ValueError(f"prompt {prompt!r} matches no caption of the toy prior")
+    log_weights = torch.full(chosen.shape, float("-inf"), dtype=torch.float64)
+    log_weights[chosen] = -torch.log(torch.tensor(float(count), dtype=torch.float64))
     return log_weights
 
 

@@ -8,6 +8,7 @@ exact score (D - z) / sigma^2 of the noised image distribution (spec A.1).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -18,10 +19,10 @@ from sjc_dsds.score import Conditioning, ScoreModel
 from sjc_dsds.toy.captions import (
     DEFAULT_VIEW_WORDS,
     Caption,
-    best_match_log_weights,
-    caption_mismatches,
     caption_vocabulary,
+    compatible_captions,
     parse_prompt,
+    uniform_log_weights,
 )
 
 # Stable Diffusion's training schedule: scaled-linear betas from 0.00085 to 0.012, 1000 steps.
@@ -100,8 +101,9 @@ class ToyScoreModel(ScoreModel):
     """Exact denoiser of a captioned finite image set, conditioned by caption matching.
 
     A prompt's conditioning tensor is a log-prior over the dataset images: uniform over the
-    images whose captions match the prompt best (`best_match_log_weights`). Data are RGB renders
-    in [-1, 1] with shape `data_shape = (3, h, w)`; sigmas are SD's ladder.
+    images whose captions are compatible with it (`compatible_captions`). Data are RGB renders
+    in [-1, 1] with shape `data_shape = (3, h, w)`; sigmas are SD's ladder. `image_views` (the
+    true view label of each image) enables `oracle_copy`, the exact view-conditioned model.
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class ToyScoreModel(ScoreModel):
         guidance_scale: float,
         device: torch.device,
         view_words: Mapping[str, str] = DEFAULT_VIEW_WORDS,
+        image_views: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         if images.ndim != 4 or images.shape[0] != len(captions):
@@ -127,6 +130,8 @@ class ToyScoreModel(ScoreModel):
         self.guidance_scale = float(guidance_scale)
         self.sigmas = scaled_linear_sigmas()
         self.data_shape = tuple(images.shape[1:])
+        self.image_views = None if image_views is None else list(image_views)
+        self.oracle = False
 
     @classmethod
     def from_config(cls, cfg: SJCConfig, device: torch.device) -> ToyScoreModel:
@@ -139,14 +144,36 @@ class ToyScoreModel(ScoreModel):
 
         check_toy_config(cfg)
         prior = build_prior_from_config(cfg, device)
-        return cls(prior.images, prior.captions, cfg.toy.guidance_scale, device, prior.view_words)
+        views = [view.label for view in prior.plan.views]
+        guidance = cfg.toy.guidance_scale
+        return cls(prior.images, prior.captions, guidance, device, prior.view_words, views)
+
+    def with_guidance(self, guidance_scale: float) -> ToyScoreModel:
+        """The same model (sharing its images) at another guidance scale."""
+        other = copy.copy(self)
+        other.guidance_scale = float(guidance_scale)
+        other._condition_cache = {}
+        return other
+
+    def oracle_copy(self) -> ToyScoreModel:
+        """The same model conditioned on true views: a prompt naming a view selects exactly the
+        images of that view (whatever their captions say); prompts without a view are unchanged."""
+        if self.image_views is None:
+            raise ValueError("oracle_copy needs the true view label of every image")
+        other = self.with_guidance(self.guidance_scale)
+        other.oracle = True
+        return other
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """Log-prior over the dataset per prompt: [n_prompts, n_images] float64."""
         rows = []
         for prompt in prompts:
             parsed = parse_prompt(prompt, self.vocabulary, self.view_words)
-            rows.append(best_match_log_weights(caption_mismatches(parsed, self.captions)))
+            if self.oracle and parsed.view is not None:
+                chosen = torch.tensor([view == parsed.view for view in self.image_views])
+            else:
+                chosen = compatible_captions(parsed, self.captions)
+            rows.append(uniform_log_weights(chosen, prompt))
         return torch.stack(rows).to(self.device)
 
     @torch.no_grad()

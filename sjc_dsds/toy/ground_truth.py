@@ -11,7 +11,7 @@ from sjc_dsds.cameras import Camera, TrainView, eye_from_angles, look_at_batch, 
 from sjc_dsds.config import SJCConfig, VoxConfig
 from sjc_dsds.field import VoxelRadianceField
 from sjc_dsds.render import render_view
-from sjc_dsds.toy.scenes import build_scene, sample_scene_grids
+from sjc_dsds.toy.scenes import Scene, build_scene, configured_scene_name, sample_scene_grids
 from sjc_dsds.toy.world import GROUND_TRUTH_GRID_SIZE, ORBIT_ELEVATION_DEG, ORBIT_N_VIEWS
 
 # Colours are stored as logits of (rgb + 1) / 2; this keeps them finite for pure black/white.
@@ -27,10 +27,9 @@ class ViewRenders(NamedTuple):
     opacity: torch.Tensor
 
 
-def ground_truth_vox_config(cfg: SJCConfig) -> VoxConfig:
-    """The run's field settings at the ground-truth resolution, with SJC's constant white
-    background (no texture), colours through 2 sigmoid - 1 and no alpha mask."""
-    side = GROUND_TRUTH_GRID_SIZE
+def ground_truth_vox_config(cfg: SJCConfig, side: int = GROUND_TRUTH_GRID_SIZE) -> VoxConfig:
+    """The run's field settings at a `side`^3 grid (default: the ground-truth resolution), with
+    SJC's constant white background (no texture), colours through 2 sigmoid - 1, no alpha mask."""
     return cfg.vox.model_copy(
         update={
             "grid_size": (side, side, side),
@@ -53,10 +52,16 @@ def features_from_color(color: torch.Tensor) -> torch.Tensor:
     return torch.logit((color.clamp(-COLOR_LIMIT, COLOR_LIMIT) + 1) / 2)
 
 
-def ground_truth_field(scene_name: str, cfg: SJCConfig, device: torch.device) -> VoxelRadianceField:
-    """The voxel field of a toy scene, sampled at GROUND_TRUTH_GRID_SIZE^3 voxel centres."""
-    vox = ground_truth_vox_config(cfg)
-    grids = sample_scene_grids(build_scene(scene_name), GROUND_TRUTH_GRID_SIZE, vox.bbox_len)
+def ground_truth_field(
+    scene: Scene | str,
+    cfg: SJCConfig,
+    device: torch.device,
+    side: int = GROUND_TRUTH_GRID_SIZE,
+) -> VoxelRadianceField:
+    """The voxel field of a toy scene (or scene name), sampled at `side`^3 voxel centres."""
+    scene = build_scene(scene) if isinstance(scene, str) else scene
+    vox = ground_truth_vox_config(cfg, side)
+    grids = sample_scene_grids(scene, side, vox.bbox_len)
     raw_density = raw_density_from_density(grids.density, vox.density_shift)
     features = features_from_color(grids.color)
     return VoxelRadianceField.from_grids(vox, raw_density.to(device), features.to(device), None)
@@ -75,17 +80,16 @@ def render_views(field: VoxelRadianceField, cameras: list[Camera]) -> ViewRender
 
 
 def render_scene_views(
-    scene_name: str, cameras: list[Camera], cfg: SJCConfig, device: torch.device
+    scene: Scene | str, cameras: list[Camera], cfg: SJCConfig, device: torch.device
 ) -> ViewRenders:
-    """Ground-truth renders of a toy scene from each camera."""
-    return render_views(ground_truth_field(scene_name, cfg, device), cameras)
+    """Ground-truth renders of a toy scene (or scene name) from each camera."""
+    return render_views(ground_truth_field(scene, cfg, device), cameras)
 
 
-def orbit_views(cfg: SJCConfig) -> list[TrainView]:
-    """The fixed evaluation orbit: ORBIT_N_VIEWS azimuths (k + 0.5) * 360 / n at a fixed
-    elevation, distance --pose.R, field of view --pose.FoV, labelled with SJC's view rule."""
-    n = ORBIT_N_VIEWS
-    azimuth_deg = (torch.arange(n, dtype=torch.float64) + 0.5) * 360.0 / n
+def orbit_views(cfg: SJCConfig, n: int = ORBIT_N_VIEWS, offset: float = 0.5) -> list[TrainView]:
+    """The fixed evaluation orbit: `n` azimuths (k + offset) * 360 / n at a fixed elevation,
+    distance --pose.R, field of view --pose.FoV, labelled with SJC's view rule."""
+    azimuth_deg = (torch.arange(n, dtype=torch.float64) + offset) * 360.0 / n
     polar_rad = torch.full((n,), math.radians(90.0 - ORBIT_ELEVATION_DEG), dtype=torch.float64)
     eyes = eye_from_angles(azimuth_deg, polar_rad, cfg.pose.R)
     poses = look_at_batch(
@@ -106,8 +110,8 @@ def orbit_views(cfg: SJCConfig) -> list[TrainView]:
 
 
 def ground_truth_orbit(cfg: SJCConfig, device: torch.device | None = None) -> torch.Tensor:
-    """Ground-truth RGB of `cfg.toy.scene` on the evaluation orbit: [n_views, 3, h, w] in [0, 1]."""
+    """Ground-truth RGB of the configured scene on the evaluation orbit: [n, 3, h, w] in [0, 1]."""
     device = device or torch.device("cpu")
     cameras = [view.camera for view in orbit_views(cfg)]
-    renders = render_scene_views(cfg.toy.scene, cameras, cfg, device)
+    renders = render_scene_views(configured_scene_name(cfg.toy), cameras, cfg, device)
     return ((renders.image + 1) / 2).clamp(0, 1)

@@ -7,6 +7,7 @@ so every run of a benchmark sees the same prior. Cameras follow SJC's training d
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -15,8 +16,8 @@ from sjc_dsds.cameras import TrainView, sample_train_views
 from sjc_dsds.config import SJCConfig
 from sjc_dsds.runtime import make_generator
 from sjc_dsds.toy.captions import Caption, view_words_from_config
-from sjc_dsds.toy.scenes import SCENE_BUILDERS, Scene, build_scene
-from sjc_dsds.toy.world import WORLD_SEED
+from sjc_dsds.toy.scenes import SCENE_BUILDERS, Scene, build_scene, configured_scene_name
+from sjc_dsds.toy.world import BACK_WORD_RATE, FRONT_WORD_RATE, WORLD_SEED
 
 
 @dataclass(frozen=True)
@@ -59,31 +60,58 @@ def sample_prior_views(
     return chosen
 
 
-def caption_for(view_label: str, scene: Scene, name_view: bool) -> Caption:
-    """The caption of one render: the scene's front word if its front is seen, then its noun.
+WordRates = Mapping[str, float]
 
-    The front word ('smiling' for faces) is written exactly when the view label is front, which
-    is what makes it carry view information, as 'smiling' does for a text-to-image prior.
-    """
-    words = (scene.front_word, scene.noun) if view_label == "front" else (scene.noun,)
+
+def caption_for(
+    view_label: str,
+    scene: Scene,
+    name_view: bool,
+    draws: tuple[float, float],
+    rates: tuple[WordRates, WordRates] = (FRONT_WORD_RATE, BACK_WORD_RATE),
+) -> Caption:
+    """The caption of one render: the front word with P(word | view) = rates[0][view], the back
+    word with rates[1][view] (draws are two U(0, 1) numbers), then the noun; the view word when
+    `name_view`. The words carry view information only statistically, as 'smiling' does for a
+    text-to-image prior."""
+    front = draws[0] < rates[0][view_label]
+    back = draws[1] < rates[1][view_label]
+    words = (scene.front_word,) * front + (scene.back_word,) * back + (scene.noun,)
     return Caption(words, view_label if name_view else None)
 
 
-def plan_prior(cfg: SJCConfig) -> PriorPlan:
-    """Cameras, scenes and captions of the prior of `cfg.toy` (no rendering; deterministic)."""
-    toy = cfg.toy
-    generator = make_generator(WORLD_SEED)
-    views = sample_prior_views(toy.n_images, toy.front_bias, cfg, generator)
-    name_view = (torch.rand(toy.n_images, generator=generator) < toy.view_caption_frac).tolist()
-    distractor = (torch.rand(toy.n_images, generator=generator) < toy.distractor_frac).tolist()
-    others = [name for name in SCENE_BUILDERS if name != toy.scene]
-    picks = torch.randint(len(others), (toy.n_images,), generator=generator).tolist()
-    scenes = [others[pick] if is_other else toy.scene for is_other, pick in zip(distractor, picks)]
+def plan_captions(
+    views: list[TrainView],
+    scenes: list[str],
+    view_caption_frac: float,
+    generator: torch.Generator,
+    rates: tuple[WordRates, WordRates] = (FRONT_WORD_RATE, BACK_WORD_RATE),
+) -> list[Caption]:
+    """Stochastic captions of images with these views and scenes (see `caption_for`)."""
+    n = len(views)
+    name_view = (torch.rand(n, generator=generator) < view_caption_frac).tolist()
+    draws = torch.rand(n, 2, generator=generator).tolist()
     built = {name: build_scene(name) for name in set(scenes)}
-    captions = [
-        caption_for(view.label, built[scene], named)
-        for view, scene, named in zip(views, scenes, name_view)
+    return [
+        caption_for(view.label, built[scene], named, (draw[0], draw[1]), rates)
+        for view, scene, named, draw in zip(views, scenes, name_view, draws)
     ]
+
+
+def plan_prior(cfg: SJCConfig, seed: int = WORLD_SEED) -> PriorPlan:
+    """Cameras, scenes and captions of the prior of `cfg.toy` (no rendering; deterministic).
+
+    `seed` defaults to the world's; another seed draws an independent corpus of the same world.
+    """
+    toy = cfg.toy
+    target = configured_scene_name(toy)
+    generator = make_generator(seed)
+    views = sample_prior_views(toy.n_images, toy.front_bias, cfg, generator)
+    distractor = (torch.rand(toy.n_images, generator=generator) < toy.distractor_frac).tolist()
+    others = [name for name in SCENE_BUILDERS if name != target]
+    picks = torch.randint(len(others), (toy.n_images,), generator=generator).tolist()
+    scenes = [others[pick] if is_other else target for is_other, pick in zip(distractor, picks)]
+    captions = plan_captions(views, scenes, toy.view_caption_frac, generator)
     return PriorPlan(views, scenes, captions)
 
 
@@ -101,5 +129,27 @@ def build_prior_from_config(cfg: SJCConfig, device: torch.device) -> Prior:
     for scene_name in sorted(set(plan.scenes)):
         indices = [index for index, name in enumerate(plan.scenes) if name == scene_name]
         cameras = [plan.views[index].camera for index in indices]
-        images[indices] = render_scene_views(scene_name, cameras, cfg, device).image
+        images[indices] = render_scene_views(build_scene(scene_name), cameras, cfg, device).image
     return Prior(images.to(device), plan.captions, plan, view_words_from_config(cfg))
+
+
+def world_hash() -> str:
+    """A hash of the world's code: its constants, scenes, captions and prior sampling."""
+    import hashlib
+    import inspect
+    import sys
+
+    from sjc_dsds.toy import captions, scenes, world
+
+    modules = (world, scenes, captions, sys.modules[__name__])
+    text = "\n".join(inspect.getsource(module) for module in modules)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def prior_cache_key(cfg: SJCConfig) -> str:
+    """A hash of everything that defines the prior of `cfg`: the world's code and the flags."""
+    import hashlib
+
+    parts = [world_hash(), cfg.toy.model_dump_json(), cfg.pose.model_dump_json()]
+    parts.append(cfg.vox.model_dump_json())
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

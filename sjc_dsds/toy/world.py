@@ -27,3 +27,24 @@ ORBIT_ELEVATION_DEG = 15.0
 
 # Alpha above which a pixel counts as object for silhouette IoU.
 SILHOUETTE_ALPHA = 0.5
+
+# World v2 captions (issue 14). P(word | view label of the image) for the scene's front word
+# ('smiling') and back word ('braided'); each caption draws them independently. The rates were
+# set once from the story they tell (a face is mostly seen from the front, sometimes from the
+# side or above, almost never from the back) and were not tuned on any benchmark result.
+FRONT_WORD_RATE = {"front": 0.9, "side": 0.3, "overhead": 0.3, "back": 0.02}
+BACK_WORD_RATE = {"front": 0.02, "side": 0.3, "overhead": 0.3, "back": 0.9}
+
+# Part metrics: a part is present in a view when at least this share of the image's pixels
+# shows it (ground truth: part-ID render; trained render: pixels classified by colour).
+PART_MIN_FRACTION = 0.01
+# A trained pixel takes the role of the nearest ground-truth part colour ([0, 1] RGB distance)
+# when it is nearer than this; farther pixels are left unclassified.
+PART_COLOR_TOLERANCE = 0.2
+
+# Pose recovery: each orbit render is matched against ground-truth renders at this many
+# azimuths (every 5 degrees) at the orbit's elevation.
+POSE_N_AZIMUTHS = 72
+
+# Seed offset of the independent probe's caption corpus (a separate draw of the same world).
+PROBE_SEED_OFFSET = 1
