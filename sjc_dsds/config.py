@@ -86,7 +86,10 @@ class ToyConfig(Group):
         "head", description="Ground-truth object whose renders form the image prior."
     )
     scene_seed: int | None = Field(
-        None, ge=0, description="Procedural held-out scene from this seed (replaces --toy.scene)."
+        None,
+        ge=0,
+        le=2**31 - 1,
+        description="Procedural held-out scene from this seed (replaces --toy.scene).",
     )
     front_bias: float = Field(
         0.5,

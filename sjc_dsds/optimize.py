@@ -505,10 +505,10 @@ def _finish(state: RunState, run: RunDir, metrics: dict[str, Any]) -> RunResult:
     cfg = state.cfg
     state.save(run)
     finished = state.step >= cfg.n_steps
-    final = _final_outputs(state, run) if finished else {}
+    final = _json_safe(_final_outputs(state, run)) if finished else {}
     # summary.json keeps the final metrics (orbit, ground truth, papers') apart from the last step.
     summary = {"final_step": state.step, "finished": finished}
-    record = {**summary, "final_metrics": _json_safe(final), "last_step": _json_safe(metrics)}
+    record = {**summary, "final_metrics": final, "last_step": _json_safe(metrics)}
     write_json(run.summary, record)
     write_status(run, "finished" if finished else "stopped", state.step, cfg.n_steps)
     return RunResult(run.root, state.step, {**summary, **metrics, **final}, final)

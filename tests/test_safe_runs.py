@@ -450,11 +450,11 @@ def test_toy_settings_without_front_views_are_refused_at_once(flags, tmp_path, c
     assert not (tmp_path / "run").exists()
 
 
-def test_toy_orbit_without_front_views_reports_janus_as_unmeasured(toy_model, tmp_path) -> None:
+def test_toy_run_with_a_narrow_front_finishes_with_its_metrics(tmp_path) -> None:
     cfg = toy_config(tmp_path / "run", n_steps=2, **{"pose.front_half_width_deg": 2})
-    optimize.run_sjc(cfg, progress=False)
+    optimize.run_sjc(cfg, progress=False)  # used to crash after training (no front orbit view)
     summary = json.loads(RunDir(cfg.out_dir).summary.read_text())
-    assert summary["finished"] is True and summary["final_metrics"]["gt_janus_rate"] is None
+    assert summary["finished"] is True and "gt_janus_rate" in summary["final_metrics"]
 
 
 def test_binary_config_is_one_line(tmp_path, capsys) -> None:
