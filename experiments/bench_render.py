@@ -61,6 +61,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--rend_hw", type=int, default=64, help="image side (main table)")
     parser.add_argument("--no-growth", action="store_true", help="skip the growth tables")
     parser.add_argument("--no-memory", action="store_true", help="skip peak-memory probes")
+    parser.add_argument(
+        "--no-busy", action="store_true", help="skip the 1 vs 2 threads table beside a busy core"
+    )
     parser.add_argument("--memory-probe", nargs=4, metavar=("RENDERER", "SCENE", "GRID", "HW"))
     return parser.parse_args()
 
@@ -90,12 +93,12 @@ def forward_backward(
     camera: Camera,
     score: torch.Tensor,
 ) -> None:
-    """One loop-like step: render, chain a score into the image, add the emptiness loss."""
-    field.zero_grad(set_to_none=False)
+    """One loop-like step as `sjc_step` does it: gradients set to None, render, then one
+    backward of the score chained into the image plus the emptiness loss."""
+    field.zero_grad(set_to_none=True)
     out = renderer(field, camera)
     emptiness = 1e4 * torch.log1p(10.0 * out.weights).sum() / out.n_samples_dense
-    out.image.backward(-score, retain_graph=True)
-    emptiness.backward()
+    torch.autograd.backward([out.image, emptiness], [-score, torch.ones_like(emptiness)])
 
 
 def time_pair(
@@ -203,17 +206,49 @@ def main() -> int:
             f"\ngrowth, initial scene, {thread_counts[0]} threads: median wall seconds "
             "(fast / dense = speedup)"
         )
-        for grid, rend_hw in [(64, 64), (100, 64), (160, 64), (100, 32), (100, 128)]:
+        for grid, rend_hw in [(64, 64), (100, 64), (160, 64), (256, 64), (100, 32), (100, 128)]:
             field, cameras = build_scene("initial", grid, rend_hw)
             times = time_pair(field, cameras, max(3, args.repeats // 2))
             fast, dense = times["fast"]["wall"], times["dense"]["wall"]
+            n_samples = render_view(field, cameras[0]).weights.numel()
             label = f"grid {grid}^3, {rend_hw}x{rend_hw}"
-            print(f"{label:22s} fast {fast:7.3f}  dense {dense:7.3f}  speedup {dense / fast:5.2f}")
+            print(
+                f"{label:22s} samples {n_samples / 1e6:5.2f} M  fast {fast:7.3f} "
+                f"({1e9 * fast / n_samples:5.0f} ns/sample)  dense {dense:7.3f}  "
+                f"speedup {dense / fast:5.2f}"
+            )
+    if not args.no_busy:
+        print_busy_table(args.grid, args.rend_hw, args.repeats)
     print()
     for threads in thread_counts:
         print(f"speedup_vs_dense_{threads}_threads={speedups[threads, 'initial']:.2f}")
     print(f"speedup_vs_dense={speedups[headline_threads, 'initial']:.2f}")
     return 0
+
+
+def print_busy_table(grid: int, rend_hw: int, repeats: int) -> None:
+    """The fast renderer at 1 and 2 threads, alternating, while another process spins on a core."""
+    field, cameras = build_scene("initial", grid, rend_hw)
+    score = torch.randn(1, field.channels, rend_hw, rend_hw)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        times: dict[int, list[float]] = {1: [], 2: []}
+        for index in range(repeats + 1):
+            for threads in times:
+                torch.set_num_threads(threads)
+                start = time.perf_counter()
+                forward_backward(render_view, field, cameras[index % len(cameras)], score)
+                if index > 0:
+                    times[threads].append(time.perf_counter() - start)
+    finally:
+        busy.kill()
+        busy.wait()
+    one, two = (statistics.median(times[threads]) for threads in (1, 2))
+    print(
+        f"\nfast renderer beside a busy process (initial, {grid}^3, {rend_hw}x{rend_hw}): "
+        f"1 thread {one:.3f} s, 2 threads {two:.3f} s, 2 / 1 = {two / one:.2f}"
+    )
+    print(f"busy_two_over_one_threads={two / one:.2f}")
 
 
 def _status_kib(key: str) -> float:

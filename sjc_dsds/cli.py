@@ -168,10 +168,13 @@ def help_text() -> str:
 def flag_table_markdown() -> str:
     """The README's flag table, from the same source as --help."""
     lines = ["| flag | type | default | description |", "| --- | --- | --- | --- |"]
-    for flag, type_name, default, description in flag_rows():
-        text = description.rsplit(" [", 1)[0]
-        type_text = type_name.replace("|", "\\|")
-        lines.append(f"| `{flag}` | {type_text} | `{default}` | {text} |")
+    # The plain field description, not the help text with its "[default: ...]" tail: splitting
+    # that on " [" cut descriptions that contain a bracket, such as --lm.template's [MASK].
+    infos = dict(iter_flags())
+    for flag, type_name, default, _ in flag_rows():
+        cells = (type_name, f"`{default}`", infos[flag.removeprefix("--")].description or "")
+        type_text, default_text, text = (cell.replace("|", "\\|") for cell in cells)
+        lines.append(f"| `{flag}` | {type_text} | {default_text} | {text} |")
     return "\n".join(lines)
 
 

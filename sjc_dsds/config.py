@@ -51,8 +51,11 @@ class SDConfig(Group):
         description="Classifier-free guidance scale s in eps_u + s (eps_c - eps_u).",
     )
     precision: Literal["autocast", "fp32", "fp16", "bf16"] = Field(
-        "autocast",
-        description="UNet/VAE precision; autocast = fp16 autocast on CUDA. CPU always runs fp32.",
+        "fp16",
+        description=(
+            "SD weights' dtype on CUDA (UNet, VAE, text encoder stored in fp16/bf16/fp32); "
+            "autocast = fp32 weights under fp16 autocast (SJC's). CPU always runs fp32."
+        ),
     )
     model_id: str | None = Field(
         None,
@@ -329,7 +332,7 @@ class EvalConfig(Group):
         None, ge=8, le=1024, description="Marching-cubes cells per side; default the grid's."
     )
     mesh_threshold: float = Field(
-        25.0, gt=0, le=1e6, description="Density level of the surface (threestudio's default 25)."
+        25.0, gt=0, le=1e9, description="Density level of the surface (threestudio's default 25)."
     )
     mesh_components: int = Field(
         1, ge=0, le=100_000, description="Keep this many largest connected pieces (0 keeps all)."

@@ -20,6 +20,7 @@ from sjc_dsds.render import render_view
 from sjc_dsds.run_dir import RunDir, append_jsonl, now_iso, write_json
 from sjc_dsds.runtime import make_generator, resolve_device
 from sjc_dsds.score import ScoreModel
+from sjc_dsds.threads import configure_threads
 from sjc_dsds.visualize import depth_range, depth_to_rgb, save_png, side_by_side, write_video
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,7 @@ def evaluate_run(
     saved, field, step = load_field(run_dir, step=step)
     cfg = apply_eval_overrides(cfg if cfg is not None else saved, cfg_overrides)
     changes = resume_changes(saved, cfg)
+    configure_threads(cfg.threads)
     device = resolve_device(cfg.device)
     model = model if model is not None else build_score_model(cfg, device)
     out_dir = run_dir / f"test_step_{step:07d}"

@@ -1,4 +1,4 @@
-"""VoxelRadianceField: density and feature grids, background, alpha mask, resampling."""
+"""VoxelRadianceField: density and feature grids, background, alpha mask."""
 
 from __future__ import annotations
 
@@ -192,21 +192,6 @@ class VoxelRadianceField(torch.nn.Module):
             groups.append({"params": [self.background], "lr": bg_lr})
         return groups
 
-    @torch.no_grad()
-    def resample(self, grid_size: tuple[int, int, int]) -> None:
-        """Trilinearly resample both grids to `grid_size` (x, y, z), in place.
-
-        The Parameter objects are kept, so an optimizer built before must be rebuilt (its
-        per-parameter state no longer matches the shapes).
-        """
-        if min(grid_size) < 2:
-            raise ValueError(f"grid_size must have every side >= 2, got {grid_size}")
-        zyx = (grid_size[2], grid_size[1], grid_size[0])
-        for parameter in (self.raw_density, self.feature_grid):
-            parameter.data = F.interpolate(parameter.data, size=zyx, mode="trilinear")
-        if self.alpha_mask is not None:
-            self.update_alpha_mask()
-
     def cell_density_bound(self) -> torch.Tensor:
         """Upper bound of the density inside each cell between 8 voxel centres (no gradient).
 
@@ -251,7 +236,7 @@ class VoxelRadianceField(torch.nn.Module):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
-        # A checkpoint may come from a resampled grid or carry an alpha mask: adopt its shapes.
+        # A checkpoint may come from another grid size or carry an alpha mask: adopt its shapes.
         for name in ("raw_density", "feature_grid"):
             key = prefix + name
             parameter = getattr(self, name)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -32,11 +33,15 @@ class GridLookup:
         self.offsets = [(dz * size_y + dy) * size_x + dx for dz, dy, dx in _CORNERS]
 
     @classmethod
-    def at_voxel_coords(cls, coords: torch.Tensor, grid_zyx: tuple[int, int, int]) -> GridLookup:
+    def at_voxel_coords(
+        cls, coords: torch.Tensor, grid_zyx: tuple[int, int, int], sync_free: bool = False
+    ) -> GridLookup:
         """Lookup at continuous voxel indices [n, 3] (x, y, z) into a grid of shape (z, y, x).
 
         Each axis keeps a pair of neighbouring voxels clamped inside the grid; at the border the
         pair is shifted inwards and the corner outside the grid gets weight 0 (zero padding).
+        `sync_free` sets the border weights with masks instead of gathering the border points
+        (no host read, no data-dependent shapes: the fixed-shape CUDA path).
         """
         if min(grid_zyx) < 2:
             raise ValueError(f"grid must have every side >= 2, got {tuple(grid_zyx)}")
@@ -52,11 +57,18 @@ class GridLookup:
             # Within half a voxel of the border the pair is shifted inwards; the hat weights
             # max(0, 1 - |position - j|) then give the corner outside the grid weight 0, as
             # grid_sample's zero padding does.
-            border = torch.nonzero(lower != base).squeeze(1)
-            if border.numel() > 0:
-                offset = high_weight.index_select(0, border)
-                low_weight.index_copy_(0, border, (1.0 - offset.abs()).clamp_(min=0.0))
-                high_weight.index_copy_(0, border, (1.0 - (offset - 1.0).abs()).clamp_(min=0.0))
+            if sync_free:
+                border = lower != base
+                hat_low = (1.0 - high_weight.abs()).clamp_(min=0.0)
+                hat_high = (1.0 - (high_weight - 1.0).abs()).clamp_(min=0.0)
+                low_weight = torch.where(border, hat_low, low_weight)
+                high_weight = torch.where(border, hat_high, high_weight)
+            else:
+                border = torch.nonzero(lower != base).squeeze(1)
+                if border.numel() > 0:
+                    offset = high_weight.index_select(0, border)
+                    low_weight.index_copy_(0, border, (1.0 - offset.abs()).clamp_(min=0.0))
+                    high_weight.index_copy_(0, border, (1.0 - (offset - 1.0).abs()).clamp_(min=0.0))
             pairs.append((low_weight, high_weight))
             bases.append(base)
         if size_z * size_y * size_x <= 2**24:
@@ -118,29 +130,11 @@ class GridLookup:
             )
         return tuple(torch.split(values, channels, dim=1))
 
-    def scatter(self, grad: torch.Tensor) -> torch.Tensor:
-        """Adjoint of `gather`: grad [n, c] -> grid gradient [c, n_voxels] by scatter-add."""
-        return self.scatter_rows(grad.t().contiguous())
-
-    def scatter_rows(self, by_channel: torch.Tensor) -> torch.Tensor:
-        """`scatter` for a channel-major gradient [c, n] -> [c, n_voxels]."""
-        out = by_channel.new_zeros(by_channel.shape[0], self.n_voxels)
-        self._scatter_add_into(list(zip(out, by_channel)))
-        return out
-
     def _scatter_add_into(self, rows: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Add the adjoint of `gather` of each gradient [n] into its grid row [n_voxels].
-
-        On CPU, scatter_add_ runs on one thread; with several torch threads the rows are
-        spread over that many Python threads (the kernels release the GIL; rows are disjoint,
-        so the result does not depend on the schedule).
-        """
-        workers = min(torch.get_num_threads(), len(rows))
-        if workers <= 1 or rows[0][0].device.type != "cpu":
+        """Add the adjoint of `gather` of each gradient [n] into its grid row [n_voxels], on the
+        calling thread (scatter_add_ runs on one thread on CPU anyway)."""
+        with one_intra_op_thread(rows[0][0].device if rows else torch.device("cpu")):
             self._scatter_rows_serially(rows)
-            return
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(self._scatter_rows_serially, [rows[i::workers] for i in range(workers)]))
 
     def _scatter_rows_serially(self, rows: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """`_scatter_add_into` on the calling thread."""
@@ -201,6 +195,26 @@ class _SparseTrilinear(torch.autograd.Function):
         if rows:
             ctx.lookup._scatter_add_into(rows)
         return tuple(results)
+
+
+@contextlib.contextmanager
+def one_intra_op_thread(device: torch.device) -> Iterator[None]:
+    """Run CPU work on one intra-op thread, restoring the count after.
+
+    The renderer's kernels are short and memory-bound: on a shared CPU, every OpenMP region
+    waits for its slowest thread, and a thread that shares its core with another process
+    stalls the region (a view took 2.9x longer on 2 threads than on 1 beside one busy
+    process). No-op off CPU.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 _CORNERS = [(dz, dy, dx) for dz in (0, 1) for dy in (0, 1) for dx in (0, 1)]

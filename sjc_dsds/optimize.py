@@ -15,7 +15,6 @@ from types import MappingProxyType
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from sjc_dsds.cameras import TrainView, sample_train_view
 from sjc_dsds.checkpoint import Checkpoint, load_checkpoint, load_newest_readable, save_checkpoint
@@ -23,6 +22,7 @@ from sjc_dsds.config import SJCConfig, dump_config, load_config, load_config_tex
 from sjc_dsds.errors import CheckpointError, ConfigError, NonFiniteError, RunStopped, UserError
 from sjc_dsds.field import VoxelRadianceField
 from sjc_dsds.losses import center_depth_loss, emptiness_loss, emptiness_weight_at
+from sjc_dsds.progress import progress as progress_bar
 from sjc_dsds.prompts import (
     ViewPrompts,
     build_view_prompts,
@@ -50,6 +50,7 @@ from sjc_dsds.score import ScoreModel, sample_train_sigma, sjc_score
 from sjc_dsds.score_debiasing import clip_score, score_threshold
 from sjc_dsds.snapshots import save_snapshot, snapshot_caption
 from sjc_dsds.tensorboard_log import TensorBoardLog, require_tensorboard
+from sjc_dsds.threads import configure_threads
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def build_score_model(cfg: SJCConfig, device: torch.device) -> ScoreModel:
 
 
 def _view_prompts(
-    cfg: SJCConfig, device: torch.device, saved: Path | None
+    cfg: SJCConfig, device: torch.device, saved: Path | None, model: ScoreModel | None = None
 ) -> tuple[ViewPrompts, dict[str, Any]]:
     """Per-view prompt texts: a resumed run's prompts.json, else built (and debiased)."""
     if saved is not None and saved.exists():
@@ -95,7 +96,7 @@ def _view_prompts(
         from sjc_dsds.toy import CaptionProbe
 
         probe = CaptionProbe.from_config(cfg)
-    prompts, debias = build_view_prompts(cfg, device, probe)
+    prompts, debias = build_view_prompts(cfg, device, probe, model)
     logger.info("%s", format_prompts_report(prompts, debias))
     return prompts, prompts_record(prompts, debias)
 
@@ -118,12 +119,15 @@ class RunState:
     completed_streams: dict[str, torch.Tensor] = field(default_factory=dict)
     # True while the parameters are being updated: a checkpoint then would mix two steps.
     updating: bool = False
+    # The renderer's path: None picks by device (fixed-shape on CUDA, packed elsewhere).
+    render_fixed_shape: bool | None = None
 
     @classmethod
     def create(
         cls, cfg: SJCConfig, model: ScoreModel | None = None, saved_prompts: Path | None = None
     ) -> RunState:
         """Fresh state: seeded field, Adamax with SJC's groups, score model and view prompts."""
+        configure_threads(cfg.threads)
         device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
         streams = RandomStreams.from_seed(cfg.seed)
@@ -131,7 +135,7 @@ class RunState:
         field = VoxelRadianceField.from_config(cfg.vox, cpu, streams.field).to(device)
         optimizer = torch.optim.Adamax(field.param_groups(cfg.lr, cfg.bg_lr), lr=cfg.lr)
         model = model if model is not None else build_score_model(cfg, device)
-        prompts, record = _view_prompts(cfg, device, saved_prompts)
+        prompts, record = _view_prompts(cfg, device, saved_prompts, model)
         state = cls(cfg, device, field, optimizer, model, prompts, streams, 0, record)
         state.completed_streams = streams.get_state()
         return state
@@ -211,7 +215,7 @@ def sjc_step(state: RunState) -> tuple[dict[str, Any], TrainView, RenderOutput]:
 
     # Render the field from this step's random camera (docs/method.md A.8).
     view = sample_train_view(cfg.pose, streams.camera)
-    out = render_view(state.field, view.camera.to(state.device))
+    out = render_view(state.field, view.camera.to(state.device), state.render_fixed_shape)
     start = _elapsed(state, "time_render", start)
 
     # Noise the render at a DDPM level t ~ U{10..969} and denoise it with the view's prompt.
@@ -424,12 +428,8 @@ def _train_and_evaluate(
     write_status(run, "running", state.step, cfg.n_steps)
     log = MetricsLog(run.metrics, start_step=state.step)
     end = cfg.n_steps if stop_after is None else min(cfg.n_steps, state.step + stop_after)
-    bar = tqdm(
-        range(state.step, end),
-        initial=state.step,
-        total=cfg.n_steps,
-        disable=not progress,
-        mininterval=0.5,
+    bar = progress_bar(
+        range(state.step, end), initial=state.step, total=cfg.n_steps, disable=not progress
     )
     bar.set_description(cfg.prompt[:30])
     metrics: dict[str, Any] = {}

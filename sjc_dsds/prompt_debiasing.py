@@ -1,7 +1,7 @@
 """D-SDS prompt debiasing: masked-LM view probe, per-word ratio test, per-view word drops.
 
 The probe scores P(view | prompt) with a masked LM; a word is dropped from a view's prompt when
-deleting it raises that view's probability enough (spec C.3, C.7). The LM sits behind the
+deleting it raises that view's probability enough (docs/method.md C.3, C.7). The LM sits behind the
 `ViewProbe` protocol so that any model returning view probabilities can be plugged in.
 """
 
@@ -68,13 +68,17 @@ class DebiasResult:
 
 
 def split_words(prompt: str) -> list[str]:
-    """Words of a prompt split on single spaces; punctuation stays attached (spec C.3)."""
+    """Words of a prompt split on single spaces; punctuation stays attached (docs/method.md C.3)."""
     return prompt.split(" ")
 
 
 def join_without(words: Sequence[str], removed: set[int]) -> str:
-    """Re-join `words` with single spaces, leaving out the positions in `removed`."""
-    return " ".join(word for index, word in enumerate(words) if index not in removed)
+    """Re-join `words` with single spaces, leaving out the positions in `removed`.
+
+    Empty strings (from doubled, leading or trailing spaces) are left out too, so a prompt whose
+    every word is dropped is "" and no stray spaces reach the view text.
+    """
+    return " ".join(word for index, word in enumerate(words) if word and index not in removed)
 
 
 def candidate_indices(words: Sequence[str], candidate_ids: Sequence[int] | None) -> list[int]:
@@ -94,7 +98,7 @@ def candidate_indices(words: Sequence[str], candidate_ids: Sequence[int] | None)
 
 
 def debias_ratio(full: torch.Tensor, part: torch.Tensor, mix: float = 0.5) -> torch.Tensor:
-    """D-SDS word ratio full / (mix * part + (1 - mix) * full), per view (spec C.3 step 4).
+    """D-SDS word ratio full / (mix * part + (1 - mix) * full), per view (docs/method.md C.3).
 
     `full` [4] is P(view | prompt), `part` [..., 4] is P(view | prompt without the word); a
     zero denominator (both probabilities 0) gives ratio 1: the word changes nothing.
@@ -121,7 +125,7 @@ def debias_prompt(
     mix: float = 0.5,
     candidate_ids: Sequence[int] | None = None,
 ) -> DebiasResult:
-    """Per-view prompts with view-conflicting words removed (D-SDS prompt debiasing, spec C.7).
+    """Per-view prompts with view-conflicting words removed (prompt debiasing, docs/method.md C.7).
 
     Each candidate word is judged alone against the full prompt (deletions never accumulate), and
     is dropped from view v's prompt when its ratio for v is below `threshold`. Repeated words are

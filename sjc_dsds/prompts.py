@@ -1,12 +1,15 @@
 """View-dependent prompts: the text of each view label's prompt and its cached conditioning.
 
-SJC prefixes the user prompt with the view ("front view of ...", "backside view of ...", spec A.8);
-D-SDS prompt debiasing may first drop words from a view's copy of the prompt (spec C.4).
+SJC prefixes the user prompt with the view ("front view of ...", "backside view of ...",
+docs/method.md A.8); D-SDS prompt debiasing may first drop words from a view's copy of the
+prompt (docs/method.md C.4).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -14,6 +17,10 @@ import torch
 from sjc_dsds.config import VIEW_LABELS, SJCConfig, ViewPromptConfig
 from sjc_dsds.prompt_debiasing import DebiasResult, ViewProbe, debias_from_config
 from sjc_dsds.score import Conditioning, ScoreModel
+
+logger = logging.getLogger(__name__)
+
+TokenCounter = Callable[[str], int]
 
 
 def view_word(label: str, view: ViewPromptConfig) -> str:
@@ -26,7 +33,8 @@ def view_word(label: str, view: ViewPromptConfig) -> str:
 def view_prompt_text(prompt: str, label: str, view: ViewPromptConfig) -> str:
     """Full text for one view: "front view of {prompt}" (prefix, SJC) or "{prompt}, front view".
 
-    An empty prompt (every word dropped by debiasing) gives the bare "front view".
+    An empty prompt (every word dropped by debiasing) gives the bare "front view", not
+    threestudio's "front view of " (docs/method.md, decision 8).
     """
     word = view_word(label, view)
     if not prompt:
@@ -98,14 +106,87 @@ class ViewPrompts:
         )
 
 
+def text_token_counter(model: Any) -> tuple[TokenCounter, int] | None:
+    """(tokens of a text with start/end tokens, the encoder's limit) from `model.tokenizer`.
+
+    None when the score model has no text tokenizer with a length limit (the toy world).
+    """
+    tokenizer = getattr(model, "tokenizer", None)
+    limit = getattr(tokenizer, "model_max_length", None)
+    if tokenizer is None or not isinstance(limit, int) or limit > 100_000:
+        return None
+    special = tokenizer.num_special_tokens_to_add()
+    return (lambda text: len(tokenizer.tokenize(text)) + special), limit
+
+
+def _longest_fitting_prompt(
+    prompt: str, label: str, view: ViewPromptConfig, count: TokenCounter, limit: int
+) -> str:
+    """The longest word prefix of `prompt` whose view text has at most `limit` tokens."""
+    words = prompt.split(" ")
+    low, high = 0, len(words)  # words[:low] fits (the bare view phrase is assumed to)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if count(view_prompt_text(" ".join(words[:middle]), label, view)) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return " ".join(words[:low]).rstrip(" ,;")
+
+
+def fit_token_limit(
+    prompts: ViewPrompts, view: ViewPromptConfig, count: TokenCounter, limit: int
+) -> ViewPrompts:
+    """Cut user prompts whose view text exceeds `limit` tokens, keeping the view words; warn.
+
+    The text encoder would cut the end of the text, which in `--view.style suffix` is the view
+    words (every view would get the same text); a manual prompt can only be warned about.
+    """
+    texts, user_prompts = dict(prompts.texts), dict(prompts.user_prompts)
+    for label, text in prompts.texts.items():
+        n_tokens = count(text)
+        if n_tokens <= limit:
+            continue
+        if label in prompts.manual:
+            logger.warning(
+                "--view.prompt_%s %r is %d tokens, over the text encoder's limit of %d: its end "
+                "will be cut",
+                label,
+                text,
+                n_tokens,
+                limit,
+            )
+            continue
+        kept = _longest_fitting_prompt(user_prompts[label], label, view, count, limit)
+        texts[label], user_prompts[label] = view_prompt_text(kept, label, view), kept
+        logger.warning(
+            "prompt %r with the %s view words is %d tokens, over the text encoder's limit of "
+            "%d: cut the prompt to %r so that the view words stay",
+            prompts.user_prompts[label],
+            label,
+            n_tokens,
+            limit,
+            kept,
+        )
+    return replace(prompts, texts=texts, user_prompts=user_prompts)
+
+
 def build_view_prompts(
-    cfg: SJCConfig, device: torch.device, probe: ViewProbe | None = None
+    cfg: SJCConfig,
+    device: torch.device,
+    probe: ViewProbe | None = None,
+    model: ScoreModel | None = None,
 ) -> tuple[ViewPrompts, DebiasResult | None]:
-    """The run's view prompts; with `--prompt_debias True`, debias first (loads, frees the LM)."""
-    if not cfg.prompt_debias:
-        return ViewPrompts.from_config(cfg), None
-    result = debias_from_config(cfg, device, probe)
-    return ViewPrompts.from_config(cfg, result.prompts), result
+    """The run's view prompts; with `--prompt_debias True`, debias first (loads, frees the LM).
+
+    With `model`, texts too long for its text encoder are cut to fit (`fit_token_limit`).
+    """
+    result = debias_from_config(cfg, device, probe) if cfg.prompt_debias else None
+    prompts = ViewPrompts.from_config(cfg, result.prompts if result is not None else None)
+    counter = text_token_counter(model) if model is not None else None
+    if counter is not None:
+        prompts = fit_token_limit(prompts, cfg.view, *counter)
+    return prompts, result
 
 
 def prompts_record(prompts: ViewPrompts, debias: DebiasResult | None = None) -> dict[str, Any]:

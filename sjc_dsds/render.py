@@ -6,11 +6,11 @@ import math
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 from sjc_dsds.cameras import Camera
+from sjc_dsds.composite import composite_rays
 from sjc_dsds.field import VoxelRadianceField
-from sjc_dsds.grid_lookup import GridLookup, transpose_exactly
+from sjc_dsds.grid_lookup import GridLookup, one_intra_op_thread
 
 BACKGROUND_DEPTH = 10.0
 # SJC replaces zero direction components by this before dividing (`ray_box_intersect`).
@@ -34,7 +34,7 @@ class RenderOutput(NamedTuple):
     depth: torch.Tensor
     opacity: torch.Tensor
     weights: torch.Tensor
-    n_samples_dense: int
+    n_samples_dense: int | torch.Tensor
 
 
 class RaySamples(NamedTuple):
@@ -194,14 +194,15 @@ class _VolumeWeights(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         transmittance, weights, ray_index, counts = ctx.saved_tensors
-        # Suffix sums of g w within each ray: the ray's running total at its last sample
-        # minus the running total here, accumulated in float64.
-        weighted = (grad * weights).to(_accumulation_dtype(grad.device))
-        running = torch.cumsum(weighted, dim=0)
-        at_last = _per_ray(running, torch.cumsum(counts, dim=0) - 1)
-        behind = at_last.index_select(0, ray_index).sub_(running).to(grad.dtype)
-        grad_optical = torch.addcmul(behind.neg_(), grad, transmittance - weights)
-        return grad_optical.mul_(ctx.step), None, None, None
+        with one_intra_op_thread(grad.device):
+            # Suffix sums of g w within each ray: the ray's running total at its last sample
+            # minus the running total here, accumulated in float64.
+            weighted = (grad * weights).to(_accumulation_dtype(grad.device))
+            running = torch.cumsum(weighted, dim=0)
+            at_last = _per_ray(running, torch.cumsum(counts, dim=0) - 1)
+            behind = at_last.index_select(0, ray_index).sub_(running).to(grad.dtype)
+            grad_optical = torch.addcmul(behind.neg_(), grad, transmittance - weights)
+            return grad_optical.mul_(ctx.step), None, None, None
 
 
 def _accumulation_dtype(device: torch.device) -> torch.dtype:
@@ -261,60 +262,6 @@ def skippable_bounds(
     return may_be_empty, may_terminate
 
 
-def composite_rays(
-    weights: torch.Tensor, distances: torch.Tensor, colors: torch.Tensor, samples: RaySamples
-) -> torch.Tensor:
-    """Per-ray sums [n_rays, 2 + c] of weights [m] times (1, distance [m], colors [m, c]).
-
-    Columns are opacity, unnormalised depth and colour; differentiable w.r.t. weights and colors.
-    """
-    return _Composite.apply(weights, distances, colors, samples.ray_index, samples.counts)
-
-
-class _Composite(torch.autograd.Function):
-    """Weighted per-ray sums as one bag-sum gather; the backward gathers the ray gradients."""
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        weights: torch.Tensor,
-        distances: torch.Tensor,
-        colors: torch.Tensor,
-        ray_index: torch.Tensor,
-        counts: torch.Tensor,
-    ) -> torch.Tensor:
-        values = torch.empty(
-            colors.shape[0], 2 + colors.shape[1], dtype=colors.dtype, device=colors.device
-        )
-        values[:, 0] = 1.0
-        values[:, 1] = distances
-        values[:, 2:] = colors
-        ctx.save_for_backward(weights, values, ray_index)
-        if values.device.type not in ("cpu", "cuda"):
-            out = values.new_zeros(counts.shape[0], values.shape[1])
-            return out.index_add_(0, ray_index, weights[:, None] * values)
-        starts = torch.cumsum(counts, dim=0) - counts
-        every_row = torch.arange(values.shape[0], device=values.device)
-        return F.embedding_bag(every_row, values, starts, mode="sum", per_sample_weights=weights)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        weights, values, ray_index = ctx.saved_tensors
-        # Channel-major rows [2 + c, m] keep every product below contiguous.
-        per_sample = grad.new_empty(grad.shape[1], ray_index.shape[0])
-        for row, column in zip(per_sample, grad.t()):
-            torch.index_select(column, 0, ray_index, out=row)
-        grad_weights = grad_colors = None
-        if ctx.needs_input_grad[0]:
-            by_channel = transpose_exactly(values)
-            grad_weights = torch.addcmul(per_sample[0], per_sample[1], by_channel[1])
-            for channel in range(2, values.shape[1]):
-                grad_weights.addcmul_(per_sample[channel], by_channel[channel])
-        if ctx.needs_input_grad[2]:
-            grad_colors = per_sample[2:].mul_(weights).t()
-        return grad_weights, None, grad_colors, None, None
-
-
 def lookup_contributing_samples(
     field: VoxelRadianceField,
     samples: RaySamples,
@@ -356,28 +303,46 @@ def _take_points(points: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return taken.t()
 
 
-def render_view(field: VoxelRadianceField, camera: Camera) -> RenderOutput:
-    """Render one view: SJC's marching on packed samples, skipping empty and hidden ones (alpha
-    < EMPTY_ALPHA, transmittance < TERMINATION_TRANSMITTANCE); else `render_view_dense` of
-    render_reference. Differentiable w.r.t. both grids, the background and d_scale.
+def render_view(
+    field: VoxelRadianceField, camera: Camera, fixed_shape: bool | None = None
+) -> RenderOutput:
+    """Render one view: SJC's marching, equal to `render_reference.render_view_dense`.
+
+    Two paths, chosen by `fixed_shape` (None: fixed on CUDA, packed elsewhere). Packed
+    (`render_rays`): samples inside the box, packed, skipping empty and hidden ones, on one CPU
+    thread. Fixed (`render_fixed.py`): every ray the same padded number of samples with masks,
+    no host reads, no data-dependent shapes. Differentiable w.r.t. grids, background, d_scale.
     """
     if camera.device != field.raw_density.device:
         raise ValueError(
             f"camera is on {camera.device} but the field on {field.raw_density.device}; "
             "move the camera with camera.to(device)"
         )
-    rgb, depth, opacity, weights, n_dense = render_rays(field, *rays_from_camera(camera))
+    if fixed_shape is None:
+        fixed_shape = default_fixed_shape(camera.device)
+    if fixed_shape:
+        from sjc_dsds.render_fixed import render_view_fixed
+
+        return render_view_fixed(field, camera)
+    with one_intra_op_thread(camera.device):
+        rgb, depth, opacity, weights, n_dense = render_rays(field, *rays_from_camera(camera))
     size = (camera.height, camera.width)
     image = rgb.t().reshape(1, field.channels, *size)
     depth, opacity = depth.reshape(1, 1, *size), opacity.reshape(1, 1, *size)
     return RenderOutput(image, depth, opacity, weights, n_dense)
 
 
+def default_fixed_shape(device: torch.device) -> bool:
+    """Whether `render_view` takes the fixed-shape path by default on `device` (CUDA)."""
+    return device.type == "cuda"
+
+
 def render_rays(
     field: VoxelRadianceField, origins: torch.Tensor, directions: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """Render rays [n, 3] (independent, so chunks of a view may be rendered apart): features
-    [n, c], depth [n], opacity [n], the kept samples' weights and n_samples_dense."""
+    """Render rays [n, 3] on the packed path (independent, so chunks of a view may be rendered
+    apart): features [n, c], depth [n], opacity [n], the kept samples' weights and
+    n_samples_dense."""
     step = field.step_size
     samples, n_dense = march_rays(origins, directions, field.bbox_len, step)
     if field.alpha_mask_enabled and field.alpha_mask is not None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from sjc_dsds.cli import build_config, flag_table_markdown, help_text, iter_flags, main, parse_args
 from sjc_dsds.config import SJCConfig, dump_config, load_config_text
@@ -22,7 +24,7 @@ def test_defaults_keep_sjc_and_dsds_script_values() -> None:
     assert (cfg.emptiness_scale, cfg.emptiness_weight) == (10, 10000)
     assert (cfg.emptiness_step, cfg.emptiness_multiplier) == (0.5, 20.0)
     assert (cfg.score_thres, cfg.score_dynamic, cfg.score_thres_start) == (8.0, True, 0.25)
-    assert (cfg.sd.variant, cfg.sd.scale, cfg.sd.precision) == ("v1", 100.0, "autocast")
+    assert (cfg.sd.variant, cfg.sd.scale, cfg.sd.precision) == ("v1", 100.0, "fp16")
     assert cfg.sd.prompt == "A high quality photo of a delicious burger"
     assert (cfg.vox.grid_size, cfg.vox.c, cfg.vox.model_type) == ((100, 100, 100), 4, "V_SD")
     assert (cfg.vox.bbox_len, cfg.vox.step_ratio, cfg.vox.density_shift) == (1.0, 0.5, -1.0)
@@ -155,3 +157,52 @@ def test_resume_of_a_missing_run_dir_is_a_one_line_error(
         == f"error: --resume {tmp_path / 'nope'}: not a run directory (no config.yaml)\n"
     )
     assert not (tmp_path / "nope").exists()
+
+
+def _readme_rows() -> dict[str, list[str]]:
+    """README flag-table cells by flag, split on unescaped pipes and unescaped."""
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("<!-- flags:start -->\n")
+    end = readme.index("\n<!-- flags:end -->")
+    rows = {}
+    for line in readme[start:end].splitlines()[3:]:
+        cells = [cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", line)]
+        assert cells[0] == cells[-1] == "", f"malformed row {line!r}"
+        rows[cells[1].strip("`")] = cells[1:-1]
+    return rows
+
+
+# Fields whose None default is filled in from other flags (their descriptions say how).
+DERIVED = {"out_dir", "save_every", "vis_every", "sd.model_id", "vox.model_type", "vox.c"}
+DERIVED |= {"vox.blend_bg_texture"}
+
+
+def _field_default_text(name: str) -> str:
+    """The README's spelling of a field's class default ('derived' for DERIVED fields)."""
+    model: type[BaseModel] = SJCConfig
+    *groups, leaf = name.split(".")
+    for group in groups:
+        model = model.model_fields[group].annotation
+    value = model.model_fields[leaf].get_default(call_default_factory=True)
+    if name in DERIVED:
+        assert value is None, name
+        return "derived"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def test_readme_rows_show_each_fields_full_description_and_default() -> None:
+    # Compares the rendered table with the config fields themselves, not with the generator:
+    # the old generator cut --lm.template's description at "[MASK]".
+    rows = _readme_rows()
+    flags = dict(iter_flags())
+    assert sorted(rows) == sorted(f"--{name}" for name in flags)
+    for name, info in flags.items():
+        _, _, default, description = rows[f"--{name}"]
+        assert description == info.description, name
+        assert default == f"`{_field_default_text(name)}`", name
+    assert "[MASK] is replaced by the LM's mask token." in rows["--lm.template"][3]
+    assert rows["--lm.mix"][3] == "Weight of P(view|prompt without word) in the ratio's mean."

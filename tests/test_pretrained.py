@@ -136,3 +136,100 @@ def test_hub_id_resolves_from_hf_home_cache_offline(tiny_sd_dir: Path, tmp_path:
     assert first == "same"
     assert second.startswith("Stable Diffusion model 'tiny-org/other' is not in the Hugging Face")
     assert "`hf download tiny-org/other " in second and "--sd.model_id" in second
+
+
+UNREACHABLE_ENDPOINT = "http://127.0.0.1:9"  # the discard port: connection refused, local only
+
+
+def _online_but_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "0")
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("all_proxy", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", UNREACHABLE_ENDPOINT)
+
+
+def test_unreachable_hub_is_named_and_hf_hub_offline_suggested(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from huggingface_hub import hf_hub_download
+
+    _online_but_unreachable(monkeypatch)
+    with pytest.raises(MissingModelError) as caught:
+        load_pretrained(
+            hf_hub_download,
+            "nobody/missing-model",
+            what="Thing",
+            flag=FLAG,
+            filename="config.json",
+            cache_dir=str(tmp_path),
+        )
+    message = str(caught.value)
+    assert "\n" not in message and "does not appear to have a file" not in message
+    assert f"hub ({UNREACHABLE_ENDPOINT}) cannot be reached" in message
+    assert "set HF_HUB_OFFLINE=1" in message and "Connection refused" in message
+    assert "`hf download nobody/missing-model`" in message and f"{FLAG} /path/to/model" in message
+
+
+def test_unreachable_hub_asks_the_loader_for_the_cache_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A cached model still loads without the hub, and without minutes of retries per file.
+    _online_but_unreachable(monkeypatch)
+    calls: list = []
+    assert load_pretrained(_record(calls), "org/model", what="M", flag=FLAG) == "loaded"
+    assert calls == [("org/model", {"local_files_only": True})]
+
+
+def test_connection_error_behind_a_loader_error_is_reported_as_no_network(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With a proxy the direct connect test cannot tell; the loader's error chain still can.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "0")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+
+    def load(model_id: str, **kwargs: object) -> None:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except ConnectionRefusedError as error:
+            raise OSError(f"{model_id} does not appear to have a file named config.json") from error
+
+    with pytest.raises(
+        MissingModelError, match=r"cannot be reached: no network\?.*HF_HUB_OFFLINE=1"
+    ):
+        load_pretrained(load, "org/model", what="M", flag=FLAG)
+    # A plain missing file with a working network keeps the ordinary message.
+    monkeypatch.setattr("sjc_dsds.pretrained.hub_unreachable_reason", lambda: None)
+
+    def absent(model_id: str, **kwargs: object) -> None:
+        raise OSError(f"{model_id} does not appear to have a file named config.json")
+
+    with pytest.raises(MissingModelError) as caught:
+        load_pretrained(absent, "org/model", what="M", flag=FLAG)
+    assert "cannot be fetched from the Hugging Face hub" in str(caught.value)
+    assert "cannot be reached" not in str(caught.value)
+
+
+def test_unreachable_hf_endpoint_end_to_end(tmp_path: Path) -> None:
+    # HF_ENDPOINT is read when huggingface_hub is imported: a fresh process with it set.
+    code = (
+        "from huggingface_hub import hf_hub_download\n"
+        "from sjc_dsds.pretrained import load_pretrained\n"
+        "load_pretrained(hf_hub_download, 'nobody/missing-model', what='M', flag='--m',"
+        " filename='config.json')\n"
+    )
+    env = {**os.environ, "HF_ENDPOINT": UNREACHABLE_ENDPOINT, "HF_HOME": str(tmp_path)}
+    env.update(HF_HUB_OFFLINE="0", TRANSFORMERS_OFFLINE="0")
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        env.pop(name, None)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("sjc_dsds.errors.MissingModelError: M 'nobody/missing-model'")
+    assert f"({UNREACHABLE_ENDPOINT}) cannot be reached" in last and "HF_HUB_OFFLINE=1" in last

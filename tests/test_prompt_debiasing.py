@@ -146,7 +146,21 @@ def test_repeated_words_are_separate_candidates_by_position() -> None:
 def test_empty_words_from_double_spaces_are_not_candidates() -> None:
     result = debias_prompt("a  rabbit", TableProbe({}))
     assert [entry["index"] for entry in result.ratios] == [0, 2]
-    assert result.prompts["front"] == "a  rabbit"  # a view without drops keeps the text verbatim
+    # Views are re-joined on single spaces: the doubled space is not an empty word.
+    assert result.prompts["front"] == "a rabbit"
+
+
+def test_every_word_dropped_leaves_no_stray_spaces() -> None:
+    # Leading, doubled and trailing spaces once gave 'overhead view of  ' here.
+    # Every ratio is 1 with this probe; a threshold above 1 drops every word for every view.
+    result = debias_prompt(" a  rabbit ", TableProbe({}), threshold=1.5)
+    assert [entry["index"] for entry in result.ratios] == [1, 3]
+    assert all(entry["dropped"] == list(VIEW_LABELS) for entry in result.ratios)
+    assert result.prompts == dict.fromkeys(VIEW_LABELS, "")
+    view = SJCConfig().view
+    assert view_prompt_text(result.prompts["overhead"], "overhead", view) == "overhead view"
+    kept = debias_prompt(" a  rabbit ", TableProbe({}), candidate_ids=[1])
+    assert kept.prompts["front"] == "a rabbit"
 
 
 def test_zero_probability_in_both_gives_ratio_one() -> None:

@@ -187,3 +187,58 @@ def test_view_label_shares_match_sjc_over_sampled_cameras(
         # Five binomial standard deviations: sqrt(p (1 - p) / n) <= 0.0025 at n = 40000.
         tolerance = 5 * math.sqrt(share * (1 - share) / n_views)
         assert counts[label] / n_views == pytest.approx(share, abs=tolerance), label
+
+
+LONG_PROMPT = " ".join(f"word{i}" for i in range(40))  # far over 77 tokens for any CLIP vocab
+
+
+@pytest.fixture
+def clip_tokenizer(tiny_sd_dir):
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(tiny_sd_dir / "tokenizer")
+
+
+@pytest.mark.parametrize("style", ["suffix", "prefix"])
+def test_long_prompts_keep_the_view_words_and_warn(
+    style: str, clip_tokenizer, caplog: pytest.LogCaptureFixture
+) -> None:
+    from types import SimpleNamespace
+
+    cfg = SJCConfig.model_validate({"sd": {"prompt": LONG_PROMPT}, "view": {"style": style}})
+    model = SimpleNamespace(tokenizer=clip_tokenizer)  # the score model's tokenizer is all it uses
+    full_ids = clip_tokenizer(view_prompt_text(LONG_PROMPT, "front", cfg.view))["input_ids"]
+    assert len(full_ids) > 77
+    with caplog.at_level("WARNING", logger="sjc_dsds.prompts"):
+        prompts, _ = build_view_prompts(cfg, torch.device("cpu"), model=model)
+    # Oracle: the tokenizer's own truncation at the encoder's 77 tokens changes nothing now.
+    for label, text in prompts.texts.items():
+        ids = clip_tokenizer(text)["input_ids"]
+        truncated = clip_tokenizer(text, truncation=True, max_length=77)["input_ids"]
+        assert len(ids) <= 77 and ids == truncated, label
+        assert text == view_prompt_text(prompts.user_prompts[label], label, cfg.view)
+        assert LONG_PROMPT.startswith(prompts.user_prompts[label])
+        assert len(prompts.user_prompts[label]) > 0
+    assert len(set(prompts.texts.values())) == 4  # the four views stay distinct
+    ends = {"front": "front view", "side": "side view", "back": "backside view"}
+    for label, phrase in ends.items():
+        text = prompts.texts[label]
+        assert text.endswith(f", {phrase}") if style == "suffix" else text.startswith(phrase)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 4
+    assert all(repr(LONG_PROMPT) in w and f"is {len(full_ids)} tokens" in w for w in warnings[:1])
+    assert all("limit of 77" in w for w in warnings)
+
+
+def test_prompts_within_the_limit_are_unchanged_and_silent(
+    clip_tokenizer, caplog: pytest.LogCaptureFixture
+) -> None:
+    from types import SimpleNamespace
+
+    cfg = SJCConfig.model_validate({"view": {"style": "suffix"}})
+    with caplog.at_level("WARNING", logger="sjc_dsds.prompts"):
+        prompts, _ = build_view_prompts(
+            cfg, torch.device("cpu"), model=SimpleNamespace(tokenizer=clip_tokenizer)
+        )
+    assert prompts == ViewPrompts.from_config(cfg)
+    assert not caplog.records

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator
 
@@ -23,7 +24,13 @@ from sjc_dsds.render import (
 )
 from sjc_dsds.render_reference import render_view_dense
 
-RENDERERS = {"fast": render_view, "dense": render_view_dense}
+
+def _render_fixed(field: VoxelRadianceField, camera: Camera) -> RenderOutput:
+    """The fixed-shape (CUDA) path, run on CPU tensors."""
+    return render_view(field, camera, fixed_shape=True)
+
+
+RENDERERS = {"fast": render_view, "fixed": _render_fixed, "dense": render_view_dense}
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -126,7 +133,7 @@ def test_march_puts_a_tick_every_step_from_entry_to_exit() -> None:
     assert n_dense == (int(lengths.max().item() / step) + 1) * origins.shape[0]
 
 
-@pytest.mark.parametrize("renderer", ["fast", "dense"])
+@pytest.mark.parametrize("renderer", ["fast", "fixed", "dense"])
 def test_constant_density_slab_transmits_exp_minus_density_times_length(renderer: str) -> None:
     # Raw 0 everywhere (zero padding reads 0 too) and shift log(expm1(1.5)): density 1.5.
     density = 1.5
@@ -156,7 +163,7 @@ def test_constant_density_slab_transmits_exp_minus_density_times_length(renderer
         assert out.depth.reshape(-1)[ray].item() == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("renderer", ["fast", "dense"])
+@pytest.mark.parametrize("renderer", ["fast", "fixed", "dense"])
 def test_sphere_renders_a_disc_of_the_right_radius_from_any_view(renderer: str) -> None:
     radius, distance, fov, side = 0.5, 1.5, 60.0, 32
     field = _field(48)
@@ -188,7 +195,7 @@ def test_sphere_renders_a_disc_of_the_right_radius_from_any_view(renderer: str) 
             assert math.pi * (disc - slack) ** 2 < area < math.pi * (disc + slack) ** 2
 
 
-@pytest.mark.parametrize("renderer", ["fast", "dense"])
+@pytest.mark.parametrize("renderer", ["fast", "fixed", "dense"])
 def test_weights_sum_to_at_most_one_and_the_background_takes_the_rest(renderer: str) -> None:
     field = _field(20, ray_march_weight_thres=0.0)
     with torch.no_grad():
@@ -265,18 +272,19 @@ def _loss(out: RenderOutput, generator: torch.Generator) -> torch.Tensor:
         "camera inside the box",
     ],
 )
-def test_fast_renderer_matches_dense_reference_image_and_grads(scene: str) -> None:
+@pytest.mark.parametrize("renderer", ["fast", "fixed"])
+def test_fast_renderer_matches_dense_reference_image_and_grads(scene: str, renderer: str) -> None:
     field, camera = _scene(scene)
     results = {}
-    for name, renderer in RENDERERS.items():
+    for name in (renderer, "dense"):
         field.zero_grad(set_to_none=True)
-        out = renderer(field, camera)
+        out = RENDERERS[name](field, camera)
         _loss(out, torch.Generator().manual_seed(0)).backward()
         grads = {key: p.grad.clone() for key, p in field.named_parameters()}
         results[name] = (out, grads)
-    (fast, fast_grads), (dense, dense_grads) = results["fast"], results["dense"]
-    assert fast.n_samples_dense == dense.n_samples_dense == dense.weights.numel()
-    if scene.startswith("object") or scene == "camera inside the box":
+    (fast, fast_grads), (dense, dense_grads) = results[renderer], results["dense"]
+    assert int(fast.n_samples_dense) == dense.n_samples_dense == dense.weights.numel()
+    if renderer == "fast" and (scene.startswith("object") or scene == "camera inside the box"):
         # Empty space around the object is skipped: far fewer samples than in the box.
         origins, directions = rays_from_camera(camera)
         in_box, _ = march_rays(origins, directions, 1.0, field.step_size)
@@ -377,3 +385,40 @@ def test_cuda_render_matches_cpu() -> None:
     gpu = render_view(field.to(device), camera.to(device))
     torch.testing.assert_close(gpu.image.cpu(), cpu.image, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(gpu.depth.cpu(), cpu.depth, atol=1e-4, rtol=1e-4)
+
+
+@requires_cuda
+@pytest.mark.parametrize("fixed_shape", [None, False])
+@pytest.mark.parametrize("scene", ["random density", "object with alpha mask"])
+def test_cuda_render_matches_cpu_dense_reference_image_and_grads(
+    scene: str, fixed_shape: bool | None
+) -> None:
+    # None: CUDA's default path (fixed-shape); False: the packed path on CUDA.
+    field, camera = _scene(scene)
+    device = torch.device("cuda")
+    gpu_field = copy.deepcopy(field).to(device)
+    results = []
+    for render, on in ((render_view_dense, field), (render_view, gpu_field)):
+        cam = camera if on is field else camera.to(device)
+        kwargs = {} if on is field else {"fixed_shape": fixed_shape}
+        out = render(on, cam, **kwargs)
+        # The loss on CPU copies (differentiable), with the same random weights for both.
+        out = out._replace(
+            image=out.image.cpu(),
+            depth=out.depth.cpu(),
+            opacity=out.opacity.cpu(),
+            weights=out.weights.cpu(),
+            n_samples_dense=int(out.n_samples_dense),
+        )
+        _loss(out, torch.Generator().manual_seed(0)).backward()
+        grads = {key: p.grad.detach().cpu() for key, p in on.named_parameters()}
+        results.append((out, grads))
+    (dense, dense_grads), (gpu, gpu_grads) = results
+    for key in ("image", "depth", "opacity"):
+        torch.testing.assert_close(
+            getattr(gpu, key).cpu(), getattr(dense, key), atol=1e-4, rtol=1e-4
+        )
+    for key, grad in dense_grads.items():
+        scale = grad.abs().max().item() if key != "d_scale" else 1.0
+        error = (gpu_grads[key] - grad).abs().max().item()
+        assert error <= 1e-3 * scale + 1e-5, (key, error, scale)

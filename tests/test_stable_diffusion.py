@@ -19,6 +19,7 @@ from sjc_dsds.stable_diffusion import (
     StableDiffusionDenoiser,
     load_stable_diffusion,
     precision_dtypes,
+    uses_channels_last,
 )
 
 CPU = torch.device("cpu")
@@ -193,6 +194,20 @@ def test_precision_flag_maps_to_dtypes() -> None:
     assert precision_dtypes("fp32", cuda) == (torch.float32, None)
     assert precision_dtypes("fp16", cuda) == (torch.float16, None)
     assert precision_dtypes("bf16", cuda) == (torch.bfloat16, None)
+
+
+def test_default_precision_stores_fp16_weights_on_cuda_and_autocast_keeps_sjc() -> None:
+    cuda = torch.device("cuda")
+    default = SDConfig().precision
+    assert precision_dtypes(default, cuda) == (torch.float16, None)
+    assert precision_dtypes(default, CPU) == (torch.float32, None)
+    assert uses_channels_last(cuda) and not uses_channels_last(CPU)
+
+
+def test_weight_dtype_reaches_unet_vae_and_text_encoder(tiny_sd_dir: Path) -> None:
+    parts = load_stable_diffusion(str(tiny_sd_dir), torch.float16)
+    for module in (parts.unet, parts.vae, parts.text_encoder):
+        assert {p.dtype for p in module.parameters()} == {torch.float16}, type(module).__name__
 
 
 def test_denoise_rejects_a_wrong_channel_count(tiny_sd_dir: Path) -> None:
