@@ -24,6 +24,7 @@ from sjc_dsds.score import (
     sigmas_from_alphas_cumprod,
     vp_input_scale,
 )
+from sjc_dsds.stable_diffusion import uses_channels_last
 
 DEFAULT_MODEL_ID = "DeepFloyd/IF-I-XL-v1.0"
 MODEL_FLAG = "--deepfloyd.model_id"
@@ -165,6 +166,10 @@ class DeepFloydDenoiser(ScoreModel):
         self.prediction_type = check_stage_one(parts, model_id)
         for module in (parts.unet, parts.text_encoder):
             module.to(device).eval().requires_grad_(False)
+        if uses_channels_last(device):
+            parts.unet.to(memory_format=torch.channels_last)
+        # T5's tokenizer allows 512 tokens but IF reads 77: prompt fitting must see that limit.
+        parts.tokenizer.model_max_length = MAX_TEXT_TOKENS
         self.unet, self.text_encoder, self.tokenizer = (
             parts.unet,
             parts.text_encoder,

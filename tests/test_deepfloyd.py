@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -22,6 +23,7 @@ from sjc_dsds.deepfloyd import (
     weights_variant,
 )
 from sjc_dsds.errors import ConfigError, MissingModelError
+from sjc_dsds.prompts import text_token_counter
 from sjc_dsds.random_models import build_tiny_if
 from sjc_dsds.sample2d import sample, sampling_indices
 
@@ -300,3 +302,15 @@ def test_folder_without_unet_weights_is_a_missing_model(tiny_if_dir: Path, tmp_p
     (broken / "unet" / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(MissingModelError, match=r"broken.*--deepfloyd\.model_id"):
         _denoiser(broken, 20.0)
+
+
+def test_prompt_fitting_sees_ifs_77_token_limit(tiny_if_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "t5_512"
+    shutil.copytree(tiny_if_dir, folder)
+    config_path = folder / "tokenizer" / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "model_max_length": 512}))  # T5's own limit
+    model = _denoiser(folder, 20.0)
+    count, limit = text_token_counter(model)
+    assert limit == 77 and count("a photo of the bun") == 6  # 5 pieces + </s>
+    assert model.encode_prompts([" ".join(["bun"] * 100)]).shape == (1, 77, 32)
