@@ -314,3 +314,18 @@ def test_prompt_fitting_sees_ifs_77_token_limit(tiny_if_dir: Path, tmp_path: Pat
     count, limit = text_token_counter(model)
     assert limit == 77 and count("a photo of the bun") == 6  # 5 pieces + </s>
     assert model.encode_prompts([" ".join(["bun"] * 100)]).shape == (1, 77, 32)
+
+
+def test_off_ladder_sigma_snaps_to_the_nearest_tick(tiny_if_dir: Path) -> None:
+    model = _denoiser(tiny_if_dir, 20.0)
+    cond = model.condition(PROMPT)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(4)) * 2.0
+    low, high = float(model.sigmas[600]), float(model.sigmas[601])
+    assert model.snap(low + 0.4 * (high - low)) == (600, low)
+    # D = z - sigma_t eps(z / sqrt(1 + sigma_t^2), t) with the snapped sigma_t everywhere.
+    torch.testing.assert_close(
+        model.denoise(x, low + 0.4 * (high - low), cond),
+        model.denoise(x, low, cond),
+        rtol=0,
+        atol=0,
+    )
