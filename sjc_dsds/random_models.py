@@ -204,3 +204,100 @@ def random_vgg16_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
         )
         state[f"features.{index}.bias"] = torch.zeros(c_out)
     return state
+
+
+# A tiny SentencePiece-style unigram vocabulary: T5's three specials, then lower-case pieces.
+_TINY_T5_PIECES = ("▁a", "▁photo", "▁of", "▁the", "▁bun", "▁horse", "▁", "a", "e", "o", "n", "s")
+
+
+def tiny_t5_tokenizer(max_length: int = 77):
+    """A T5 tokenizer (tokenizers backend, unigram) over a hand-written vocabulary: no download."""
+    from transformers import T5Tokenizer
+
+    letters = [chr(code) for code in range(ord("a"), ord("z") + 1)]
+    pieces = list(dict.fromkeys(_TINY_T5_PIECES + tuple(letters)))
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocab += [(piece, -1.0 - 0.1 * index) for index, piece in enumerate(pieces)]
+    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=max_length)
+
+
+def random_if_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
+    """A random IF stage-I pipeline: 64 px UNet with 6 output channels, tiny T5, IF's scheduler."""
+    from diffusers import DDPMScheduler, IFPipeline, UNet2DConditionModel
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer = tiny_t5_tokenizer()
+    text_config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=TEXT_WIDTH,
+        d_kv=8,
+        d_ff=37,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        text_encoder = T5EncoderModel(text_config)
+        # IF-I's block layout (simple cross-attention with added K/V and text-pooled time
+        # embedding), attention only at 16x16, so a guided 64x64 call takes ~50 ms on one core.
+        unet = UNet2DConditionModel(
+            sample_size=64,
+            in_channels=3,
+            out_channels=6,
+            layers_per_block=1,
+            block_out_channels=(16, 32, 32),
+            down_block_types=(
+                "ResnetDownsampleBlock2D",
+                "ResnetDownsampleBlock2D",
+                "SimpleCrossAttnDownBlock2D",
+            ),
+            mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+            up_block_types=(
+                "SimpleCrossAttnUpBlock2D",
+                "ResnetUpsampleBlock2D",
+                "ResnetUpsampleBlock2D",
+            ),
+            cross_attention_dim=TEXT_WIDTH,
+            encoder_hid_dim=TEXT_WIDTH,
+            attention_head_dim=8,
+            addition_embed_type="text",
+            addition_embed_type_num_heads=2,
+            cross_attention_norm="group_norm",
+            resnet_time_scale_shift="scale_shift",
+            act_fn="gelu",
+            norm_num_groups=8,
+        )
+    # IF-I-XL-v1.0's scheduler_config.json (thresholding and learned variance are sampler-side).
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        beta_start=0.0001,
+        beta_end=0.02,
+        clip_sample=True,
+        clip_sample_range=1.5,
+        thresholding=True,
+        dynamic_thresholding_ratio=0.95,
+        sample_max_value=1.5,
+        prediction_type=prediction_type,
+        variance_type="learned_range",
+    )
+    return IFPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        watermarker=None,
+        requires_safety_checker=False,
+    )
+
+
+def build_tiny_if(folder: Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
+    """Build a random IF stage-I pipeline and save it under `folder/model` with save_pretrained."""
+    pipeline = random_if_pipeline(seed, prediction_type)
+    pipeline.save_pretrained(folder / "model")
+    return folder / "model"
