@@ -100,7 +100,7 @@ def time_configuration(args: argparse.Namespace, pipeline: Any, precision: str, 
         torch.cuda.reset_peak_memory_stats(device)
     _, _, out = sjc_step(state)
     noised = out.image.detach() + 0.5 * torch.randn_like(out.image)
-    cond = model.condition(state.prompts.text("front"), state.cfg.sd.negative_prompt)
+    cond = model.condition(state.prompts.text("front"))
     unet_times, step_times = [], []
     for _ in range(args.steps):
         synchronize(device)

@@ -55,18 +55,15 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)
     state = RunState.create(build_config(dict(DEMO_FLAGS)))
-    step = 0
     for _ in range(args.warmup):
-        sjc_step(state, step)
-        step += 1
+        sjc_step(state)
     per_step: dict[int, list[float]] = {n: [] for n in THREAD_COUNTS}
     for _ in range(args.blocks):
         for threads in THREAD_COUNTS:
             torch.set_num_threads(threads)
             start = time.perf_counter()
             for _ in range(args.block_steps):
-                sjc_step(state, step)
-                step += 1
+                sjc_step(state)
             per_step[threads].append((time.perf_counter() - start) / args.block_steps)
     print(json.dumps({str(n): values for n, values in per_step.items()}))
 

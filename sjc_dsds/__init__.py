@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sjc_dsds.cli import build_config
-from sjc_dsds.config import SJCConfig, dump_config, load_config
+from sjc_dsds.config import SJCConfig, build_config, dump_config, load_config
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,4 @@
-"""Cameras: intrinsics from FoV, look-at poses, SJC's seeded training sampler, the test spiral."""
+"""Cameras: focal length from FoV, look-at poses, SJC's seeded training sampler, the test spiral."""
 
 from __future__ import annotations
 
@@ -42,10 +42,6 @@ class Camera:
         """Focal length in pixels, f = (width / 2) / tan(fov / 2)."""
         return focal_from_fov(self.fov_deg, self.width)
 
-    def intrinsics(self) -> torch.Tensor:
-        """SJC's intrinsic matrix [3, 3] (y flipped, third row -1) on this camera's device."""
-        return intrinsics_from_fov(self.fov_deg, self.height, self.width).to(self.device)
-
     def to(self, device: torch.device | str) -> Camera:
         """The same camera with its pose on `device`."""
         return Camera(self.cam_to_world.to(device), self.fov_deg, self.height, self.width)
@@ -64,21 +60,6 @@ class TrainView:
 def focal_from_fov(fov_deg: float, width: int) -> float:
     """Focal length in pixels for a horizontal field of view: (width / 2) / tan(fov / 2)."""
     return (width / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
-
-
-def intrinsics_from_fov(fov_deg: float, height: int, width: int) -> torch.Tensor:
-    """SJC's intrinsics [3, 3] float32 for a horizontal FoV (pose.py `get_K`).
-
-    Pixel (x, y) unprojects through the inverse to the camera-space direction
-    ((x - cx) / f, (cy - y) / f, -1) with cx = width / 2 - 0.5, cy = height / 2 - 0.5: the y flip
-    puts image row 0 at the top and the third row of -1 makes the camera look down -z.
-    """
-    focal = focal_from_fov(fov_deg, width)
-    center_x, center_y = width / 2.0 - 0.5, height / 2.0 - 0.5
-    return torch.tensor(
-        [[focal, 0.0, -center_x], [0.0, -focal, -center_y], [0.0, 0.0, -1.0]],
-        dtype=torch.float32,
-    )
 
 
 def look_at(

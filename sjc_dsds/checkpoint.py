@@ -13,8 +13,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
+from sjc_dsds.config import SJCConfig, load_config_text
 from sjc_dsds.errors import CheckpointError
-from sjc_dsds.run_dir import atomic_write_bytes
+from sjc_dsds.field import VoxelRadianceField
+from sjc_dsds.run_dir import RunDir, atomic_write_bytes
+from sjc_dsds.runtime import make_generator
 
 FORMAT_VERSION = 2
 STREAM_PREFIX = "rng."
@@ -141,3 +144,25 @@ def _read_metadata(data: bytes) -> dict[str, str]:
     header_len = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + header_len])
     return header.get("__metadata__", {})
+
+
+def load_field(
+    run_dir: Path, flag: str = "--eval_only", step: int | None = None
+) -> tuple[SJCConfig, VoxelRadianceField, int]:
+    """Config, field (on CPU) and step of a run's checkpoint: `step`'s, else the newest readable."""
+    run = RunDir(run_dir)
+    if step is not None:
+        path = run.checkpoint_path(step)
+        if not path.is_file():
+            where = path.parent
+            raise CheckpointError(f"{flag} {run_dir}: no checkpoint of step {step} in {where}")
+        checkpoint = load_checkpoint(path)
+    else:
+        paths = run.checkpoint_paths()
+        if not paths:
+            raise CheckpointError(f"{flag} {run_dir}: no checkpoint in {run.checkpoints}")
+        checkpoint = load_newest_readable(paths, flag)
+    cfg = load_config_text(checkpoint.config_yaml)
+    field = VoxelRadianceField.from_config(cfg.vox, torch.device("cpu"), make_generator(0))
+    field.load_state_dict(checkpoint.field_state)
+    return cfg, field, checkpoint.step

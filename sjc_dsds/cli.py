@@ -5,23 +5,29 @@ Torch, diffusers and transformers are imported only after parsing, so `--help` s
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import sys
 import traceback
-import types
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from sjc_dsds.config import SJCConfig, dump_config, resume_changes
+from sjc_dsds.config import (
+    SJCConfig,
+    build_config,
+    dump_config,
+    iter_flags,
+    resume_changes,
+    strip_optional,
+    suggest_flag,
+)
 from sjc_dsds.errors import ConfigError, RunStopped, UserError
 
 PROGRAM = "run_sjc.py"
@@ -56,32 +62,8 @@ class ParsedArgs:
     actions: dict[str, str | bool] = field(default_factory=dict)
 
 
-def _strip_optional(annotation: Any) -> tuple[Any, bool]:
-    """Return (inner type, is_optional) of `X | None`."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return annotation, False
-
-
-def iter_flags(
-    model: type[BaseModel] = SJCConfig, prefix: str = ""
-) -> Iterator[tuple[str, FieldInfo]]:
-    """Yield (dotted flag name, field info) for every leaf field, groups after top-level flags."""
-    groups = []
-    for name, info in model.model_fields.items():
-        inner, _ = _strip_optional(info.annotation)
-        if isinstance(inner, type) and issubclass(inner, BaseModel):
-            groups.append((name, inner))
-        else:
-            yield prefix + name, info
-    for name, inner in groups:
-        yield from iter_flags(inner, prefix + name + ".")
-
-
 def _type_name(annotation: Any) -> str:
-    inner, optional = _strip_optional(annotation)
+    inner, optional = strip_optional(annotation)
     origin = typing.get_origin(inner)
     if origin is Literal:
         text = "{" + ",".join(str(a) for a in typing.get_args(inner)) + "}"
@@ -125,23 +107,13 @@ def flag_rows() -> list[tuple[str, str, str, str]]:
             value = getattr(value, part)
         if isinstance(value, BaseModel):
             value = None
-        default = "derived" if value is None and name in _DERIVED else _format_value(value)
+        derived = value is None and (info.json_schema_extra or {}).get("derived")
+        default = "derived" if derived else _format_value(value)
         constraint = _constraint_text(info)
         tail = f"default: {default}" + (f"; {constraint}" if constraint else "")
         described = f"{info.description} [{tail}]"
         rows.append((f"--{name}", _type_name(info.annotation), default, described))
     return rows
-
-
-_DERIVED = {
-    "vox.c",
-    "vox.model_type",
-    "vox.blend_bg_texture",
-    "sd.model_id",
-    "out_dir",
-    "save_every",
-    "vis_every",
-}
 
 
 def help_text() -> str:
@@ -175,11 +147,6 @@ def flag_table_markdown() -> str:
         type_text, default_text, text = (cell.replace("|", "\\|") for cell in cells)
         lines.append(f"| `{flag}` | {type_text} | {default_text} | {text} |")
     return "\n".join(lines)
-
-
-def _suggest(name: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-    return f" (did you mean --{close[0]}?)" if close else ""
 
 
 def parse_args(
@@ -218,13 +185,15 @@ def parse_args(
             parsed.actions[name] = value
             continue
         if name not in known:
-            raise ConfigError(f"unknown flag --{name}{_suggest(name, list(known) + list(actions))}")
+            raise ConfigError(
+                f"unknown flag --{name}{suggest_flag(name, list(known) + list(actions))}"
+            )
         if not has_inline:
             next_is_value = index < len(tokens) and not tokens[index].startswith("--")
             if next_is_value:
                 value = tokens[index]
                 index += 1
-            elif _strip_optional(known[name].annotation)[0] is bool:
+            elif strip_optional(known[name].annotation)[0] is bool:
                 value = "True"
             else:
                 raise ConfigError(f"--{name} needs a value")
@@ -239,100 +208,6 @@ def _parse_bool(name: str, value: str) -> bool:
     if lowered in ("false", "0", "no"):
         return False
     raise ConfigError(f"--{name} must be True/False/true/false/1/0 (got {value!r})")
-
-
-def _coerce(name: str, raw: Any, info: FieldInfo) -> Any:
-    """Turn a flag's text into what pydantic validates: lists, None and lenient integers."""
-    if not isinstance(raw, str):
-        return raw
-    inner, optional = _strip_optional(info.annotation)
-    if optional and raw.lower() in ("none", "null"):
-        return None
-    if typing.get_origin(inner) is tuple:
-        parts = [p.strip() for p in raw.split(",") if p.strip()]
-        return tuple(_lenient_int(p) for p in parts) if name != "vox.grid_size" else raw
-    if inner is int:
-        return _lenient_int(raw)
-    return raw
-
-
-def _lenient_int(raw: str) -> str | int:
-    """Accept '1e4' or '100.0' for an integer flag when the value is integral."""
-    try:
-        number = float(raw)
-    except ValueError:
-        return raw
-    return int(number) if number.is_integer() and not raw.lstrip("-").isdigit() else raw
-
-
-def _nest(overrides: dict[str, Any]) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
-    for dotted, value in overrides.items():
-        target = nested
-        *groups, leaf = dotted.split(".")
-        for group in groups:
-            target = target.setdefault(group, {})
-        target[leaf] = value
-    return nested
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _describe_error(error: dict[str, Any]) -> str:
-    """One readable sentence for one pydantic error, naming the flag and what is allowed."""
-    loc = ".".join(str(part) for part in error["loc"] if not isinstance(part, int))
-    kind, ctx = error["type"], error.get("ctx", {})
-    got = error.get("input")
-    allowed = {
-        "greater_than": f"must be > {ctx.get('gt')}",
-        "greater_than_equal": f"must be >= {ctx.get('ge')}",
-        "less_than": f"must be < {ctx.get('lt')}",
-        "less_than_equal": f"must be <= {ctx.get('le')}",
-        "int_parsing": "must be an integer",
-        "int_from_float": "must be an integer",
-        "float_parsing": "must be a number",
-        "bool_parsing": "must be True/False/true/false/1/0",
-        "literal_error": f"must be one of {ctx.get('expected', '').replace(chr(39), '')}",
-        "extra_forbidden": "is not a known flag",
-        "string_type": "must be text",
-        "tuple_type": "must be a comma-separated list",
-    }.get(kind)
-    if kind == "value_error":
-        message = str(ctx.get("error", error["msg"]))
-        return message if message.startswith("--") else f"--{loc} {message}".strip()
-    if allowed is None:
-        allowed = error["msg"].lower()
-    where = f"--{loc}" if loc else "config"
-    if kind == "extra_forbidden":
-        known = [name for name, _ in iter_flags()]
-        return f"unknown flag {where}{_suggest(loc, known)}"
-    return f"{where} {allowed} (got {got!r})"
-
-
-def build_config(overrides: dict[str, Any], base: dict[str, Any] | None = None) -> SJCConfig:
-    """Validate `base` (a loaded YAML dict) updated by flag overrides; errors are ConfigErrors.
-
-    `overrides` maps dotted flag names to flag text or Python values:
-    `build_config({"sd.prompt": "a toucan", "score_thres": 4.0})`.
-    """
-    known = dict(iter_flags())
-    for name in overrides:
-        if name not in known:
-            raise ConfigError(f"unknown flag --{name}{_suggest(name, list(known))}")
-    coerced = {name: _coerce(name, raw, known[name]) for name, raw in overrides.items()}
-    data = _merge(base or {}, _nest(coerced))
-    try:
-        return SJCConfig.model_validate(data)
-    except ValidationError as error:
-        raise ConfigError(_describe_error(error.errors()[0])) from None
 
 
 def read_yaml(path: str | Path, flag: str = "--config") -> dict[str, Any]:

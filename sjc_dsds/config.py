@@ -1,398 +1,81 @@
-"""Every flag group as a pydantic model, cross-field rules, YAML dump/load (imports no torch)."""
+"""The whole run's config: `SJCConfig`, `build_config` from flags, YAML dump/load, resume rules.
+
+Imports no torch. The shared flag groups are in `config_groups.py`, the families' groups in
+`families.py`; both are re-exported here.
+"""
 
 from __future__ import annotations
 
-import math
+import difflib
 import re
+import types
+import typing
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from sjc_dsds.errors import ConfigError
-
-ViewLabel = Literal["front", "side", "back", "overhead"]
-VIEW_LABELS: tuple[str, ...] = ("front", "side", "back", "overhead")
-
-# SJC's overhead rule is v < 30 deg with cos(polar) = 1 - 2 v / pi, i.e. elevation > arcsin(2/3).
-SJC_OVERHEAD_ELEVATION_DEG = math.degrees(math.asin(2.0 / 3.0))
-# SJC clips its polar parameter v to [0.01, pi - 0.01] rad so the eye never sits on the y axis.
-POLAR_PARAMETER_CLIP_RAD = 0.01
-# Largest voxel-grid side accepted (1024^3 x 4 channels is already 16 GiB of float32).
-MAX_GRID_SIDE = 1024
-
-
-class Group(BaseModel):
-    """Base for every flag group: unknown keys and non-finite numbers are errors; re-validated."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-
-class SDConfig(Group):
-    """Stable Diffusion score model (`--sd.*`)."""
-
-    variant: Literal["v1", "v2", "v2_highres"] = Field(
-        "v1", description="SD 1.x (epsilon), SD 2.x base 512 (epsilon) or 2.x 768 (v-prediction)."
-    )
-    v2_highres: bool = Field(
-        False, description="SJC spelling of --sd.variant v2_highres (only with variant v2)."
-    )
-    prompt: str = Field(
-        "A high quality photo of a delicious burger", description="Text prompt of the object."
-    )
-    negative_prompt: str = Field(
-        "", description="Text of the unconditional branch of guidance ('' as in SJC)."
-    )
-    scale: float = Field(
-        100.0,
-        ge=0,
-        le=1000,
-        description="Classifier-free guidance scale s in eps_u + s (eps_c - eps_u).",
-    )
-    precision: Literal["autocast", "fp32", "fp16", "bf16"] = Field(
-        "fp16",
-        description=(
-            "SD weights' dtype on CUDA (UNet, VAE, text encoder stored in fp16/bf16/fp32); "
-            "autocast = fp32 weights under fp16 autocast (SJC's). CPU always runs fp32."
-        ),
-    )
-    model_id: str | None = Field(
-        None,
-        description="Hub id, local folder or single .ckpt/.safetensors file; default per variant.",
-    )
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
-
-    @model_validator(mode="after")
-    def _highres_is_a_v2_variant(self) -> SDConfig:
-        if self.v2_highres and self.variant == "v1":
-            raise ValueError("--sd.v2_highres True needs --sd.variant v2 (got v1)")
-        return self
-
-    @property
-    def resolved_variant(self) -> str:
-        """The variant after applying SJC's `v2_highres` switch."""
-        return "v2_highres" if (self.variant == "v2" and self.v2_highres) else self.variant
-
-
-class ToyConfig(Group):
-    """Synthetic world with an exact score model (`--toy.*`, used with --family toy).
-
-    The prior is `n_images` renders of the scene from SJC's training cameras, a `front_bias`
-    share of them forced into the front quadrant; fixed constants are in sjc_dsds/toy/world.py.
-    """
-
-    scene: Literal["head", "animal", "cube"] = Field(
-        "head", description="Ground-truth object whose renders form the image prior."
-    )
-    scene_seed: int | None = Field(
-        None,
-        ge=0,
-        le=2**31 - 1,
-        description="Procedural held-out scene from this seed (replaces --toy.scene).",
-    )
-    front_bias: float = Field(
-        0.5,
-        ge=0,
-        le=1,
-        description="Share of prior images redrawn until their camera is in the front quadrant.",
-    )
-    n_images: int = Field(
-        512, ge=1, le=100_000, description="Number of rendered images in the prior."
-    )
-    view_caption_frac: float = Field(
-        1.0,
-        ge=0,
-        le=1,
-        description="Share of prior captions that name their view; the rest do not say it.",
-    )
-    distractor_frac: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="Share of prior images showing another toy scene (the unconditional mix).",
-    )
-    guidance_scale: float = Field(
-        3.0,
-        ge=0,
-        le=1000,
-        description="Classifier-free guidance D_u + s (D_c - D_u) of the toy model.",
-    )
-    prompt: str | None = Field(None, description="Prompt; default is the scene's own caption.")
-
-
-class VoxConfig(Group):
-    """Voxel radiance field and ray marching (`--vox.*`)."""
-
-    model_type: Literal["V_SD", "V_SJC"] | None = Field(
-        None,
-        description="V_SD: identity features (latents); V_SJC: 2 sigmoid - 1 colours; "
-        "default follows --family.",
-    )
-    bbox_len: float = Field(
-        1.0, gt=0, le=100, description="Half side of the scene box [-len, len]^3."
-    )
-    grid_size: tuple[int, int, int] = Field(
-        (100, 100, 100),
-        description="Voxels per side: one integer for a cube, or x,y,z.",
-    )
-    step_ratio: float = Field(
-        0.5, gt=0, le=10, description="Ray-march step as a fraction of one voxel."
-    )
-    density_shift: float = Field(
-        -1.0, ge=-100, le=100, description="Added to the raw density before softplus."
-    )
-    ray_march_weight_thres: float = Field(
-        1e-4, ge=0, le=1, description="Skip feature lookups for samples with weight <= this."
-    )
-    c: int | None = Field(
-        None,
-        ge=1,
-        le=64,
-        description="Feature channels; default follows --family (4 for sd, 3 for toy).",
-    )
-    blend_bg_texture: bool | None = Field(
-        None,
-        description="Blend a learned background texture; default follows --family (sd: True, "
-        "toy: False, its prior has a fixed background).",
-    )
-    bg_texture_hw: int = Field(4, ge=1, le=512, description="Side of the background texture.")
-    alpha_mask: bool = Field(
-        False, description="Prune empty space with a max-pooled alpha mask (off in SJC)."
-    )
-    alpha_mask_every: int = Field(
-        100,
-        ge=1,
-        le=10_000_000,
-        description="Rebuild the alpha mask every this many steps (with alpha_mask).",
-    )
-    alpha_mask_thres: float = Field(
-        0.08, ge=0, le=1, description="Voxel alpha below which space counts as empty."
-    )
-
-    @field_validator("grid_size", mode="before")
-    @classmethod
-    def _cube_from_int(cls, value: object) -> object:
-        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            text = str(value)
-            if "," in text:
-                return tuple(part.strip() for part in text.split(","))
-            return (value, value, value)
-        return value
-
-    @field_validator("grid_size")
-    @classmethod
-    def _grid_at_least_two(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
-        if min(value) < 2 or max(value) > MAX_GRID_SIDE:
-            raise ValueError(
-                f"must have every side in 2..{MAX_GRID_SIDE} (got {','.join(map(str, value))})"
-            )
-        return value
-
-
-class PoseConfig(Group):
-    """Training cameras, view labels and the test spiral (`--pose.*`)."""
-
-    rend_hw: int = Field(64, ge=2, le=4096, description="Side of the rendered image in pixels.")
-    FoV: float = Field(60.0, gt=0, lt=180, description="Test-spiral horizontal field of view.")
-    R: float = Field(1.5, gt=0, le=100, description="Camera distance from the origin.")
-    train_fov_min_deg: float = Field(
-        40.0, gt=0, lt=180, description="Smallest training field of view."
-    )
-    train_fov_max_deg: float = Field(
-        70.0, gt=0, lt=180, description="Largest training field of view."
-    )
-    polar_max_deg: float = Field(
-        100.0, gt=0, le=180, description="SJC's polar parameter v ~ U(0, this); 100 in SJC."
-    )
-    front_half_width_deg: float = Field(
-        45.0, ge=0, le=180, description="Azimuths within this of 0 deg are labelled front."
-    )
-    back_half_width_deg: float = Field(
-        45.0, ge=0, le=180, description="Azimuths within this of 180 deg are labelled back."
-    )
-    overhead_min_elevation_deg: float = Field(
-        SJC_OVERHEAD_ELEVATION_DEG,
-        ge=-90,
-        le=90,
-        description="Elevations above this are labelled overhead (SJC: arcsin(2/3) = 41.81).",
-    )
-    n_test_frames: int = Field(100, ge=1, le=10_000, description="Frames of the test spiral.")
-    test_rounds: int = Field(3, ge=1, le=100, description="Turns of the test spiral.")
-
-    @property
-    def lowest_train_elevation_deg(self) -> float:
-        """Lowest training elevation: SJC's polar parameter at its largest (clipped) value."""
-        clip = POLAR_PARAMETER_CLIP_RAD
-        largest = min(max(math.radians(self.polar_max_deg), clip), math.pi - clip)
-        return 90.0 - math.degrees(math.acos(1.0 - 2.0 * largest / math.pi))
-
-    @property
-    def front_views_possible(self) -> bool:
-        """Whether some training camera is labelled front (front azimuth, not overhead)."""
-        low_enough = self.lowest_train_elevation_deg <= self.overhead_min_elevation_deg
-        return self.front_half_width_deg > 0 and low_enough
-
-    @model_validator(mode="after")
-    def _ranges_are_ordered(self) -> PoseConfig:
-        if self.train_fov_min_deg > self.train_fov_max_deg:
-            raise ValueError(
-                "--pose.train_fov_min_deg must be <= --pose.train_fov_max_deg "
-                f"(got {self.train_fov_min_deg} > {self.train_fov_max_deg})"
-            )
-        if self.front_half_width_deg + self.back_half_width_deg > 180:
-            raise ValueError(
-                "--pose.front_half_width_deg + --pose.back_half_width_deg must be <= 180"
-            )
-        return self
-
-
-class ViewPromptConfig(Group):
-    """Text of each view's prompt (`--view.*`)."""
-
-    style: Literal["prefix", "suffix"] = Field(
-        "prefix", description="prefix: '<front> view of {prompt}' (SJC); suffix: '{prompt}, ...'."
-    )
-    front: str = Field("front", description="View word of the front view.")
-    side: str = Field("side", description="View word of the side views.")
-    back: str = Field("backside", description="View word of the back view (SJC: backside).")
-    overhead: str = Field("overhead", description="View word of the overhead view.")
-    prompt_front: str | None = Field(None, description="Manual full prompt for front views.")
-    prompt_side: str | None = Field(None, description="Manual full prompt for side views.")
-    prompt_back: str | None = Field(None, description="Manual full prompt for back views.")
-    prompt_overhead: str | None = Field(None, description="Manual full prompt for overhead views.")
-
-
-class PromptDebiasConfig(Group):
-    """D-SDS prompt debiasing with a masked language model (`--lm.*`)."""
-
-    model_id: str = Field("bert-base-uncased", description="Masked LM: hub id or local folder.")
-    revision: str | None = Field(None, description="Hub revision of the masked LM.")
-    template: str = Field(
-        "This image is depicting a [MASK] view of {prompt}",
-        description="Probe sentence; [MASK] is replaced by the LM's mask token.",
-    )
-    view_words: tuple[str, str, str, str] = Field(
-        ("front", "side", "back", "overhead"),
-        description="LM words for front,side,back,overhead (each a single token).",
-    )
-    threshold: float = Field(
-        0.95, gt=0, le=100, description="Drop a word for a view when its ratio is below this."
-    )
-    mix: float = Field(
-        0.5, ge=0, le=1, description="Weight of P(view|prompt without word) in the ratio's mean."
-    )
-    candidate_ids: tuple[int, ...] | None = Field(
-        None, description="0-based word indices that may be dropped (comma list); default all."
-    )
-
-
-# --- Evaluation, metrics and logging groups (issue 12): the flags --resume/--eval_only accept. ---
-MeshFormat = Literal["ply", "obj", "glb"]
-MetricName = Literal["a_lpips", "clip"]
-DEFAULT_CLIP_DISTRACTORS: tuple[str, ...] = (
-    "a photo of a dog",
-    "a photo of a car",
-    "a photo of a chair",
-    "a photo of a tree",
-    "a photo of a house",
-    "a photo of a cup of coffee",
-    "a photo of a bicycle",
-    "a photo of a hamburger",
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
 )
+from pydantic.fields import FieldInfo
+
+from sjc_dsds.config_groups import (
+    MAX_GRID_SIDE,
+    POLAR_PARAMETER_CLIP_RAD,
+    SJC_OVERHEAD_ELEVATION_DEG,
+    VIEW_LABELS,
+    EvalConfig,
+    Group,
+    LogConfig,
+    MetricsConfig,
+    PoseConfig,
+    PromptDebiasConfig,
+    ViewLabel,
+    ViewPromptConfig,
+    VoxConfig,
+)
+from sjc_dsds.errors import ConfigError
+from sjc_dsds.families import FAMILIES, SDConfig, ToyConfig
+
+__all__ = [
+    "MAX_GRID_SIDE",
+    "POLAR_PARAMETER_CLIP_RAD",
+    "SJC_OVERHEAD_ELEVATION_DEG",
+    "VIEW_LABELS",
+    "EvalConfig",
+    "Group",
+    "LogConfig",
+    "MetricsConfig",
+    "PoseConfig",
+    "PromptDebiasConfig",
+    "SDConfig",
+    "SJCConfig",
+    "ToyConfig",
+    "ViewLabel",
+    "ViewPromptConfig",
+    "VoxConfig",
+    "build_config",
+    "dump_config",
+    "iter_flags",
+    "load_config",
+    "load_config_text",
+]
+
+FamilyName = Literal[tuple(FAMILIES)]  # type: ignore[valid-type]
 
 
-class EvalConfig(Group):
-    """High-resolution final render, readable snapshots and mesh export (`--eval.*`)."""
+class RunConfig(Group):
+    """Every flag of a run except the families' groups (`SJCConfig` adds one per family)."""
 
-    highres: bool = Field(
-        False, description="Also render SJC's high-resolution final spiral (after a run or eval)."
+    family: FamilyName = Field(  # type: ignore[valid-type]
+        "sd", description="Score model family: " + ", ".join(FAMILIES) + "."
     )
-    highres_factor: int = Field(
-        4, ge=1, le=16, description="Sub-pixel rays per image side of the high-resolution render."
-    )
-    highres_bottleneck: int = Field(
-        128,
-        ge=4,
-        le=1024,
-        description="Side the sub-pixel render is antialiased down to before the decoder "
-        "(SD: latent side, x8 pixels).",
-    )
-    highres_n_frames: int = Field(
-        200, ge=1, le=10_000, description="Frames of the high-resolution spiral (SJC: 200)."
-    )
-    highres_skip_frames: int = Field(
-        60,
-        ge=0,
-        le=10_000,
-        description="Leading overhead frames of that spiral left out (SJC: 60).",
-    )
-    highres_chunk_rays: int = Field(
-        65_536, ge=256, le=2**26, description="Rays rendered at once (bounds peak memory)."
-    )
-    snapshot_side: int = Field(
-        256, ge=16, le=4096, description="Snapshots are upscaled (nearest) to at least this side."
-    )
-    mesh_format: MeshFormat = Field("ply", description="File format of RUN/export/mesh.*.")
-    mesh_resolution: int | None = Field(
-        None, ge=8, le=1024, description="Marching-cubes cells per side; default the grid's."
-    )
-    mesh_threshold: float = Field(
-        25.0, gt=0, le=1e9, description="Density level of the surface (threestudio's default 25)."
-    )
-    mesh_components: int = Field(
-        1, ge=0, le=100_000, description="Keep this many largest connected pieces (0 keeps all)."
-    )
-    mesh_smooth_iterations: int = Field(
-        0, ge=0, le=1000, description="Taubin smoothing iterations (0: none)."
-    )
-    mesh_color_views: int = Field(
-        8, ge=1, le=256, description="Views decoded and projected for colours of latent fields."
-    )
-
-    @model_validator(mode="after")
-    def _skip_fewer_than_frames(self) -> EvalConfig:
-        if self.highres_skip_frames >= self.highres_n_frames:
-            raise ValueError(
-                "--eval.highres_skip_frames must be < --eval.highres_n_frames "
-                f"(got {self.highres_skip_frames} >= {self.highres_n_frames})"
-            )
-        return self
-
-
-class MetricsConfig(Group):
-    """The D-SDS paper's metrics on the test orbit (`--metrics.*`)."""
-
-    compute: tuple[MetricName, ...] = Field(
-        (), description="Metrics computed after a run or --eval_only: a_lpips,clip (comma list)."
-    )
-    lpips_trunk: str | None = Field(
-        None,
-        description="torchvision VGG16 state dict for LPIPS; default "
-        "$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth.",
-    )
-    clip_model_id: str = Field(
-        "openai/clip-vit-base-patch32", description="CLIP for CLIP score: hub id or local folder."
-    )
-    clip_revision: str | None = Field(None, description="Hub revision of the CLIP model.")
-    clip_distractors: tuple[str, ...] = Field(
-        DEFAULT_CLIP_DISTRACTORS,
-        description="Prompts the user prompt is ranked against for CLIP R-precision.",
-    )
-
-
-class LogConfig(Group):
-    """Optional logs next to metrics.jsonl (`--log.*`)."""
-
-    tensorboard: bool = Field(
-        False, description="Also write TensorBoard events to RUN/tensorboard (tensorboard extra)."
-    )
-
-
-class SJCConfig(Group):
-    """Everything one run needs; saved as <run_dir>/config.yaml."""
-
-    family: Literal["sd", "toy"] = Field("sd", description="Score model family.")
     lr: float = Field(0.05, gt=0, le=10, description="Adamax learning rate of the voxel grids.")
     bg_lr: float = Field(1e-4, ge=0, le=10, description="Adamax learning rate of the background.")
     n_steps: int = Field(10_000, gt=0, le=10_000_000, description="Optimisation steps.")
@@ -427,15 +110,22 @@ class SJCConfig(Group):
     seed: int = Field(0, ge=0, le=2**63 - 1, description="Seed of every random stream of the run.")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     out_dir: str | None = Field(
-        None, description="Run directory; default outputs/<prompt-slug>/<time>-seed<S>-<random>."
+        None,
+        json_schema_extra={"derived": True},
+        description="Run directory; default outputs/<prompt-slug>/<time>-seed<S>-<random>.",
     )
     save_every: int | None = Field(
-        None, ge=1, le=10**9, description="Checkpoint cadence in steps; default n_steps / 10."
+        None,
+        ge=1,
+        le=10**9,
+        json_schema_extra={"derived": True},
+        description="Checkpoint cadence in steps; default n_steps / 10.",
     )
     vis_every: int | None = Field(
         None,
         ge=1,
         le=10**9,
+        json_schema_extra={"derived": True},
         description="Snapshot cadence in steps; default n_steps / 100 (SJC).",
     )
     log_every: int = Field(
@@ -447,14 +137,17 @@ class SJCConfig(Group):
         le=100_000,
         description="Keep the newest this many checkpoints (and the final one); older are pruned.",
     )
+    time_stages: bool = Field(
+        False,
+        description="Synchronise the device between stages so metrics.jsonl's time_* are exact "
+        "on a GPU (costs speed; on a CPU they are exact anyway).",
+    )
     threads: int | None = Field(
         None,
         ge=1,
         le=1024,
         description="CPU threads of torch; default picks one that holds up on a busy small CPU.",
     )
-    sd: SDConfig = Field(default_factory=SDConfig)
-    toy: ToyConfig = Field(default_factory=ToyConfig)
     vox: VoxConfig = Field(default_factory=VoxConfig)
     pose: PoseConfig = Field(default_factory=PoseConfig)
     view: ViewPromptConfig = Field(default_factory=ViewPromptConfig)
@@ -473,28 +166,31 @@ class SJCConfig(Group):
             return value
         raise ValueError(f"must be one of auto, cpu, cuda, cuda:N, mps (got {value!r})")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _family_score_defaults(cls, data: Any) -> Any:
+        """A family's D-SDS defaults apply where the user gives none (e.g. IF's 0.5 -> 2 ramp)."""
+        if isinstance(data, dict):
+            family = FAMILIES.get(str(data.get("family", "sd")))
+            if family is not None:
+                data = {**family.score_defaults, **data}
+        return data
+
     @model_validator(mode="after")
-    def _field_follows_family(self) -> SJCConfig:
-        expected_c = 4 if self.family == "sd" else 3
-        expected_type = "V_SD" if self.family == "sd" else "V_SJC"
+    def _field_follows_family(self) -> RunConfig:
+        family = FAMILIES[self.family]
         if self.vox.c is None:
-            self.vox.c = expected_c
-        elif self.vox.c != expected_c:
+            self.vox.c = family.channels
+        elif self.vox.c != family.channels:
             raise ValueError(
-                f"--vox.c must be {expected_c} with --family {self.family} (got {self.vox.c})"
+                f"--vox.c must be {family.channels} with --family {self.family} (got {self.vox.c})"
             )
         if self.vox.model_type is None:
-            self.vox.model_type = expected_type
+            self.vox.model_type = family.model_type
         if self.vox.blend_bg_texture is None:
-            self.vox.blend_bg_texture = self.family == "sd"
-        if self.family == "toy" and self.toy.front_bias > 0:
-            if not self.pose.front_views_possible:
-                raise ValueError(
-                    "--toy.front_bias > 0 needs front training views, and with these "
-                    "--pose.polar_max_deg / --pose.front_half_width_deg / "
-                    "--pose.overhead_min_elevation_deg no camera is labelled front; "
-                    "widen them or set --toy.front_bias 0"
-                )
+            self.vox.blend_bg_texture = family.blend_bg_texture
+        if family.check is not None:
+            family.check(self)
         manual = [self.view.prompt_front, self.view.prompt_side, self.view.prompt_back]
         if self.prompt_debias and any(p is not None for p in manual + [self.view.prompt_overhead]):
             raise ValueError(
@@ -505,9 +201,12 @@ class SJCConfig(Group):
     @property
     def prompt(self) -> str:
         """The user prompt of the active family."""
-        if self.family == "toy":
-            return self.toy.prompt or f"a {self.toy.scene}"
-        return self.sd.prompt
+        return FAMILIES[self.family].prompt(self)
+
+    @property
+    def negative_prompt(self) -> str:
+        """The active family's unconditional text ('' when it has none)."""
+        return FAMILIES[self.family].negative_prompt(self)
 
     @property
     def vis_interval(self) -> int:
@@ -518,6 +217,19 @@ class SJCConfig(Group):
     def save_interval(self) -> int:
         """Checkpoint cadence in steps."""
         return self.save_every or max(1, self.n_steps // 10)
+
+
+# One flag group per registered family, after the shared fields.
+SJCConfig = create_model(
+    "SJCConfig",
+    __base__=RunConfig,
+    __module__=__name__,
+    __doc__="Everything one run needs; saved as <run_dir>/config.yaml.",
+    **{
+        name: (family.group, Field(default_factory=family.group))
+        for name, family in FAMILIES.items()
+    },
+)
 
 
 def dump_config(cfg: SJCConfig) -> str:
@@ -544,16 +256,19 @@ SAFE_ON_RESUME: frozenset[str] = frozenset(
         "n_steps",
         "device",
         "threads",
-        "sd.model_id",
         "save_every",
         "vis_every",
         "log_every",
+        "time_stages",
         "keep_checkpoints",
         "pose.n_test_frames",
         "pose.test_rounds",
         "export_mesh",
     }
 )
+SAFE_ON_RESUME = SAFE_ON_RESUME | {
+    family.model_id_flag for family in FAMILIES.values() if family.model_id_flag
+}
 SAFE_GROUPS_ON_RESUME: tuple[str, ...] = ("eval.", "metrics.", "log.")
 
 
@@ -595,3 +310,126 @@ def resume_changes(saved: SJCConfig, new: SJCConfig) -> dict[str, list[object]]:
             "--eval.*, --metrics.*, --log.*"
         )
     return changes
+
+
+def strip_optional(annotation: Any) -> tuple[Any, bool]:
+    """Return (inner type, is_optional) of `X | None`."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return annotation, False
+
+
+def iter_flags(
+    model: type[BaseModel] = SJCConfig, prefix: str = ""
+) -> Iterator[tuple[str, FieldInfo]]:
+    """Yield (dotted flag name, field info) for every leaf field, groups after top-level flags."""
+    groups = []
+    for name, info in model.model_fields.items():
+        inner, _ = strip_optional(info.annotation)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            groups.append((name, inner))
+        else:
+            yield prefix + name, info
+    for name, inner in groups:
+        yield from iter_flags(inner, prefix + name + ".")
+
+
+def _coerce(name: str, raw: Any, info: FieldInfo) -> Any:
+    """Turn a flag's text into what pydantic validates: lists, None and lenient integers."""
+    if not isinstance(raw, str):
+        return raw
+    inner, optional = strip_optional(info.annotation)
+    if optional and raw.lower() in ("none", "null"):
+        return None
+    if typing.get_origin(inner) is tuple:
+        parts = [p.strip() for p in raw.split(",") if p.strip()]
+        return tuple(_lenient_int(p) for p in parts) if name != "vox.grid_size" else raw
+    if inner is int:
+        return _lenient_int(raw)
+    return raw
+
+
+def _lenient_int(raw: str) -> str | int:
+    """Accept '1e4' or '100.0' for an integer flag when the value is integral."""
+    try:
+        number = float(raw)
+    except ValueError:
+        return raw
+    return int(number) if number.is_integer() and not raw.lstrip("-").isdigit() else raw
+
+
+def _nest(overrides: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        target = nested
+        *groups, leaf = dotted.split(".")
+        for group in groups:
+            target = target.setdefault(group, {})
+        target[leaf] = value
+    return nested
+
+
+def merge_mappings(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_mappings(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe_error(error: dict[str, Any]) -> str:
+    """One readable sentence for one pydantic error, naming the flag and what is allowed."""
+    loc = ".".join(str(part) for part in error["loc"] if not isinstance(part, int))
+    kind, ctx = error["type"], error.get("ctx", {})
+    got = error.get("input")
+    allowed = {
+        "greater_than": f"must be > {ctx.get('gt')}",
+        "greater_than_equal": f"must be >= {ctx.get('ge')}",
+        "less_than": f"must be < {ctx.get('lt')}",
+        "less_than_equal": f"must be <= {ctx.get('le')}",
+        "int_parsing": "must be an integer",
+        "int_from_float": "must be an integer",
+        "float_parsing": "must be a number",
+        "bool_parsing": "must be True/False/true/false/1/0",
+        "literal_error": f"must be one of {ctx.get('expected', '').replace(chr(39), '')}",
+        "extra_forbidden": "is not a known flag",
+        "string_type": "must be text",
+        "tuple_type": "must be a comma-separated list",
+    }.get(kind)
+    if kind == "value_error":
+        message = str(ctx.get("error", error["msg"]))
+        return message if message.startswith("--") else f"--{loc} {message}".strip()
+    if allowed is None:
+        allowed = error["msg"].lower()
+    where = f"--{loc}" if loc else "config"
+    if kind == "extra_forbidden":
+        known = [name for name, _ in iter_flags()]
+        return f"unknown flag {where}{suggest_flag(loc, known)}"
+    return f"{where} {allowed} (got {got!r})"
+
+
+def suggest_flag(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    return f" (did you mean --{close[0]}?)" if close else ""
+
+
+def build_config(overrides: dict[str, Any], base: dict[str, Any] | None = None) -> SJCConfig:
+    """Validate `base` (a loaded YAML dict) updated by flag overrides; errors are ConfigErrors.
+
+    `overrides` maps dotted flag names to flag text or Python values:
+    `build_config({"sd.prompt": "a toucan", "score_thres": 4.0})`.
+    """
+    known = dict(iter_flags())
+    for name in overrides:
+        if name not in known:
+            raise ConfigError(f"unknown flag --{name}{suggest_flag(name, list(known))}")
+    coerced = {name: _coerce(name, raw, known[name]) for name, raw in overrides.items()}
+    data = merge_mappings(base or {}, _nest(coerced))
+    try:
+        return SJCConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_describe_error(error.errors()[0])) from None

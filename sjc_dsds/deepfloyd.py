@@ -8,13 +8,12 @@ no VAE, so a render is the image itself in [-1, 1].
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
-from pydantic import Field
 
-from sjc_dsds.config import Group
 from sjc_dsds.errors import ConfigError, MissingModelError
+from sjc_dsds.families import DEEPFLOYD_MODEL_ID, DeepFloydConfig
 from sjc_dsds.pretrained import is_local, load_pretrained
 from sjc_dsds.score import (
     Conditioning,
@@ -26,7 +25,7 @@ from sjc_dsds.score import (
 )
 from sjc_dsds.stable_diffusion import uses_channels_last
 
-DEFAULT_MODEL_ID = "DeepFloyd/IF-I-XL-v1.0"
+DEFAULT_MODEL_ID = DEEPFLOYD_MODEL_ID
 MODEL_FLAG = "--deepfloyd.model_id"
 WHAT = "DeepFloyd IF stage I model"
 GATED_NOTE = (
@@ -42,28 +41,6 @@ DOWNLOAD_ARGS = (
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 # IF's text encoder was trained on 77 tokens (diffusers' IFPipeline.encode_prompt).
 MAX_TEXT_TOKENS = 77
-
-
-class DeepFloydConfig(Group):
-    """DeepFloyd IF stage I score model (`--deepfloyd.*`, used with --family deepfloyd)."""
-
-    prompt: str = Field(
-        "A high quality photo of a delicious burger", description="Text prompt of the object."
-    )
-    negative_prompt: str = Field(
-        "", description="Text of the unconditional branch of guidance ('' as in SJC)."
-    )
-    scale: float = Field(
-        20.0,
-        ge=0,
-        le=1000,
-        description="Guidance s in eps_u + s (eps_c - eps_u) (threestudio's IF setting: 20).",
-    )
-    precision: Literal["fp32", "fp16", "bf16"] = Field(
-        "fp16", description="UNet/T5 weight dtype on CUDA; CPU always runs fp32."
-    )
-    model_id: str = Field(DEFAULT_MODEL_ID, description="Hub id or local diffusers IF folder.")
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
 
 
 class DeepFloydParts(NamedTuple):
@@ -254,3 +231,8 @@ class DeepFloydDenoiser(ScoreModel):
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """RGB images [b, 3, h, w] in [0, 1] from pixels in [-1, 1] (no VAE: clamp and rescale)."""
         return (x.float().clamp(-1, 1) + 1) / 2
+
+
+def build_score_model(cfg: Any, device: torch.device) -> DeepFloydDenoiser:
+    """The `--family deepfloyd` builder of `families.FAMILIES`: the model of `cfg.deepfloyd`."""
+    return DeepFloydDenoiser.from_config(cfg.deepfloyd, device)

@@ -12,13 +12,13 @@ import torch
 from pydantic import BaseModel
 
 from sjc_dsds.cameras import spiral_cameras
-from sjc_dsds.checkpoint import load_checkpoint, load_newest_readable
-from sjc_dsds.config import SJCConfig, load_config_text, resume_changes
-from sjc_dsds.errors import CheckpointError
+from sjc_dsds.checkpoint import load_field
+from sjc_dsds.config import SJCConfig, resume_changes
+from sjc_dsds.families import build_score_model, extra_metrics
 from sjc_dsds.field import VoxelRadianceField
 from sjc_dsds.render import render_view
 from sjc_dsds.run_dir import RunDir, append_jsonl, now_iso, write_json
-from sjc_dsds.runtime import make_generator, resolve_device
+from sjc_dsds.runtime import resolve_device
 from sjc_dsds.score import ScoreModel
 from sjc_dsds.threads import configure_threads
 from sjc_dsds.visualize import depth_range, depth_to_rgb, save_png, side_by_side, write_video
@@ -60,12 +60,7 @@ def render_orbit(
     write_video(out_dir / "orbit_depth.mp4", panels, fps=VIDEO_FPS)
     frames = torch.stack(rgb_frames)
     metrics: dict[str, Any] = {"orbit_l1_frame_difference": orbit_l1_frame_difference(frames)}
-    if cfg.family == "toy":
-        from sjc_dsds.snapshots import save_toy_comparison
-        from sjc_dsds.toy import ground_truth_metrics
-
-        metrics.update(ground_truth_metrics(field, cfg))
-        save_toy_comparison(field, model.decode, cfg, out_dir / "ground_truth_comparison.png")
+    metrics.update(extra_metrics(field, model, cfg, out_dir))
     write_json(out_dir / "metrics.json", metrics)
     return metrics
 
@@ -96,28 +91,6 @@ def final_outputs(
         metrics.update(compute_metrics(out_dir / "frames", cfg, cfg.metrics.compute, device))
     write_json(out_dir / "metrics.json", metrics)
     return metrics
-
-
-def load_field(
-    run_dir: Path, flag: str = "--eval_only", step: int | None = None
-) -> tuple[SJCConfig, VoxelRadianceField, int]:
-    """Config, field (on CPU) and step of a run's checkpoint: `step`'s, else the newest readable."""
-    run = RunDir(run_dir)
-    if step is not None:
-        path = run.checkpoint_path(step)
-        if not path.is_file():
-            where = path.parent
-            raise CheckpointError(f"{flag} {run_dir}: no checkpoint of step {step} in {where}")
-        checkpoint = load_checkpoint(path)
-    else:
-        paths = run.checkpoint_paths()
-        if not paths:
-            raise CheckpointError(f"{flag} {run_dir}: no checkpoint in {run.checkpoints}")
-        checkpoint = load_newest_readable(paths, flag)
-    cfg = load_config_text(checkpoint.config_yaml)
-    field = VoxelRadianceField.from_config(cfg.vox, torch.device("cpu"), make_generator(0))
-    field.load_state_dict(checkpoint.field_state)
-    return cfg, field, checkpoint.step
 
 
 def apply_eval_overrides(cfg: SJCConfig, overrides: Mapping[str, Any] | None) -> SJCConfig:
@@ -152,8 +125,6 @@ def evaluate_run(
     `config.SAFE_ON_RESUME`); `cfg_overrides` then replaces its `eval`, `metrics`, `log` and
     `export_mesh` (e.g. `{"eval": {"highres": True}}`). The changes go to history.jsonl.
     """
-    from sjc_dsds.optimize import build_score_model
-
     run_dir = Path(run_dir)
     saved, field, step = load_field(run_dir, step=step)
     cfg = apply_eval_overrides(cfg if cfg is not None else saved, cfg_overrides)

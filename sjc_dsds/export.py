@@ -159,8 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: writes RUN/export/mesh.*; exit code 2 with one line on bad input."""
     from pydantic import ValidationError
 
-    from sjc_dsds.evaluate import load_field
-    from sjc_dsds.optimize import build_score_model
+    from sjc_dsds.checkpoint import load_field
+    from sjc_dsds.families import build_score_model
     from sjc_dsds.runtime import resolve_device
 
     args = _parse(sys.argv[1:] if argv is None else argv)

@@ -8,10 +8,9 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -20,6 +19,8 @@ from sjc_dsds.cameras import TrainView, sample_train_view
 from sjc_dsds.checkpoint import Checkpoint, load_checkpoint, load_newest_readable, save_checkpoint
 from sjc_dsds.config import SJCConfig, dump_config, load_config, load_config_text, resume_changes
 from sjc_dsds.errors import CheckpointError, ConfigError, NonFiniteError, RunStopped, UserError
+from sjc_dsds.evaluate import final_outputs
+from sjc_dsds.families import build_score_model, build_view_probe
 from sjc_dsds.field import VoxelRadianceField
 from sjc_dsds.losses import center_depth_loss, emptiness_loss, emptiness_weight_at
 from sjc_dsds.progress import progress as progress_bar
@@ -55,29 +56,6 @@ from sjc_dsds.threads import configure_threads
 logger = logging.getLogger(__name__)
 
 
-def _build_stable_diffusion(cfg: SJCConfig, device: torch.device) -> ScoreModel:
-    from sjc_dsds.stable_diffusion import StableDiffusionDenoiser
-
-    return StableDiffusionDenoiser.from_config(cfg.sd, device)
-
-
-def _build_toy(cfg: SJCConfig, device: torch.device) -> ScoreModel:
-    from sjc_dsds.toy import ToyScoreModel
-
-    return ToyScoreModel.from_config(cfg, device)
-
-
-# Score-model families by `--family` name; a new family adds one builder here.
-SCORE_MODEL_BUILDERS: Mapping[str, Callable[[SJCConfig, torch.device], ScoreModel]] = (
-    MappingProxyType({"sd": _build_stable_diffusion, "toy": _build_toy})
-)
-
-
-def build_score_model(cfg: SJCConfig, device: torch.device) -> ScoreModel:
-    """The score model named by `cfg.family`, loaded onto `device`."""
-    return SCORE_MODEL_BUILDERS[cfg.family](cfg, device)
-
-
 def _view_prompts(
     cfg: SJCConfig, device: torch.device, saved: Path | None, model: ScoreModel | None = None
 ) -> tuple[ViewPrompts, dict[str, Any]]:
@@ -91,11 +69,7 @@ def _view_prompts(
             raise ConfigError(
                 f"--resume: {saved} is corrupt ({problem}); restore it or start a new run"
             ) from None
-    probe = None
-    if cfg.prompt_debias and cfg.family == "toy":
-        from sjc_dsds.toy import CaptionProbe
-
-        probe = CaptionProbe.from_config(cfg)
+    probe = build_view_probe(cfg) if cfg.prompt_debias else None
     prompts, debias = build_view_prompts(cfg, device, probe, model)
     logger.info("%s", format_prompts_report(prompts, debias))
     return prompts, prompts_record(prompts, debias)
@@ -198,7 +172,8 @@ def prune_checkpoints(run: RunDir, keep: int, n_steps: int) -> list[Path]:
 
 
 def _elapsed(state: RunState, name: str, start: float) -> float:
-    if state.device.type == "cuda":
+    """Record a stage's wall time; the device is synchronised only with --time_stages True."""
+    if state.cfg.time_stages and state.device.type == "cuda":
         torch.cuda.synchronize(state.device)
     now = time.perf_counter()
     state.timings[name] = now - start
@@ -206,11 +181,11 @@ def _elapsed(state: RunState, name: str, start: float) -> float:
 
 
 def sjc_step(state: RunState) -> tuple[dict[str, Any], TrainView, RenderOutput]:
-    """One SJC update at `state.step`: render a random view, score it, clip, chain into the grids.
+    """One SJC update at `state.step`: render, noise, denoise, score, clip, chain, regularise, step.
 
     Advances `state.step`, so a loop of `sjc_step(state)` calls equals `run_sjc`.
     """
-    cfg, streams, step = state.cfg, state.streams, state.step
+    cfg, streams, step, model = state.cfg, state.streams, state.step, state.model
     if cfg.vox.alpha_mask and step % cfg.vox.alpha_mask_every == 0:
         state.field.update_alpha_mask()
     start = time.perf_counter()
@@ -221,16 +196,16 @@ def sjc_step(state: RunState) -> tuple[dict[str, Any], TrainView, RenderOutput]:
     start = _elapsed(state, "time_render", start)
 
     # Noise the render at a DDPM level t ~ U{10..969} and denoise it with the view's prompt.
-    t, sigma = sample_train_sigma(state.model.sigmas, streams.noise)
+    t, sigma = sample_train_sigma(model.sigmas, streams.noise)
     noise = torch.randn(out.image.shape, generator=streams.noise).to(state.device)
     render = out.image.detach()
     noised = render + sigma * noise
-    cond = state.model.condition(state.prompts.text(view.label), cfg.sd.negative_prompt)
     with torch.no_grad():
-        denoised = state.model.denoise(noised, sigma, cond).to(render.dtype)
-        # SJC's score estimate, checked before D-SDS clips it elementwise (docs/method.md B).
+        cond = model.condition(state.prompts.text(view.label))
+        denoised = model.denoise(noised, sigma, cond).to(render.dtype)
+        # SJC's score, checked before D-SDS clips it elementwise (docs/method.md A.4, B.2).
         score = sjc_score(render, noised, denoised, sigma, variance_reduced=cfg.var_red)
-        score_finite = torch.isfinite(score).all()
+        finite = torch.isfinite(score).all()
         threshold = score_threshold(
             step, cfg.n_steps, cfg.score_thres, cfg.score_dynamic, cfg.score_thres_start
         )
@@ -239,27 +214,12 @@ def sjc_step(state: RunState) -> tuple[dict[str, Any], TrainView, RenderOutput]:
             score = state.score_transform(score, step)
     start = _elapsed(state, "time_score", start)
 
-    # Regularisers: emptiness (boosted after emptiness_step) and the optional centre-depth loss.
-    empty_weight = emptiness_weight_at(
-        step, cfg.n_steps, cfg.emptiness_weight, cfg.emptiness_step, cfg.emptiness_multiplier
-    )
-    loss_empty = emptiness_loss(out.weights, out.n_samples_dense, cfg.emptiness_scale)
-    loss_depth = center_depth_loss(out.depth) if cfg.depth_weight > 0 else out.depth.new_zeros(())
-    regulariser = empty_weight * loss_empty + cfg.depth_weight * loss_depth
-
-    # One host sync per step: the finiteness guard and the logged statistics read together.
-    stats = torch.stack(
-        [
-            score_finite.float() * torch.isfinite(regulariser).float(),
-            clipped_frac,
-            score.abs().mean(),
-            loss_empty.detach(),
-            loss_depth.detach(),
-            out.opacity.detach().mean(),
-        ]
-    ).tolist()
-    finite, clipped_frac, score_abs_mean, empty_value, depth_value, opacity_mean = stats
-    if not finite:
+    # Regularisers, then one host read for the finiteness guard and every logged statistic.
+    empty_weight, regulariser, losses = regularisers(cfg, step, out)
+    stats = torch.stack([clipped_frac, score.abs().mean(), *losses, out.opacity.detach().mean()])
+    finite = finite & torch.isfinite(regulariser)
+    values = torch.cat([finite.float().reshape(1), stats]).tolist()
+    if not values[0]:
         raise NonFiniteError(
             f"non-finite score or loss at step {step} (sigma {sigma:.4g}, view {view.label})"
         )
@@ -270,24 +230,37 @@ def sjc_step(state: RunState) -> tuple[dict[str, Any], TrainView, RenderOutput]:
     start = _elapsed(state, "time_backward", start)
     state.apply_update()
     _elapsed(state, "time_optimizer", start)
+    record = {"step": step, "view": view.label, "azimuth_deg": round(view.azimuth_deg, 3)}
+    record.update(elevation_deg=round(view.elevation_deg, 3), t=t, sigma=sigma)
+    record.update(score_threshold=threshold, emptiness_weight=empty_weight)
+    return {**record, **dict(zip(STEP_STATISTICS, values[1:])), **state.timings}, view, out
 
-    metrics = {
-        "step": step,
-        "view": view.label,
-        "azimuth_deg": round(view.azimuth_deg, 3),
-        "elevation_deg": round(view.elevation_deg, 3),
-        "t": t,
-        "sigma": sigma,
-        "score_threshold": threshold,
-        "score_clipped_frac": clipped_frac,
-        "score_abs_mean": score_abs_mean,
-        "loss_emptiness": empty_value,
-        "emptiness_weight": empty_weight,
-        "loss_depth": depth_value,
-        "opacity_mean": opacity_mean,
-        **state.timings,
-    }
-    return metrics, view, out
+
+# Statistics of a step read from the device together with its finiteness (one host sync).
+STEP_STATISTICS = (
+    "score_clipped_frac",
+    "score_abs_mean",
+    "loss_emptiness",
+    "loss_depth",
+    "opacity_mean",
+)
+
+
+def regularisers(
+    cfg: SJCConfig, step: int, out: RenderOutput
+) -> tuple[float, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """SJC's emptiness loss (boosted after emptiness_step) plus the optional centre-depth loss.
+
+    Returns the emptiness weight at `step`, the weighted sum to backpropagate, and the two
+    detached losses for logging (docs/method.md A.7).
+    """
+    empty_weight = emptiness_weight_at(
+        step, cfg.n_steps, cfg.emptiness_weight, cfg.emptiness_step, cfg.emptiness_multiplier
+    )
+    loss_empty = emptiness_loss(out.weights, out.n_samples_dense, cfg.emptiness_scale)
+    loss_depth = center_depth_loss(out.depth) if cfg.depth_weight > 0 else out.depth.new_zeros(())
+    regulariser = empty_weight * loss_empty + cfg.depth_weight * loss_depth
+    return empty_weight, regulariser, (loss_empty.detach(), loss_depth.detach())
 
 
 @dataclass(frozen=True)
@@ -313,7 +286,6 @@ def _save_snapshot(
 
 def _final_outputs(state: RunState, run: RunDir) -> dict[str, Any]:
     """Test orbit, then the optional high-res orbit, mesh and metrics; orbit to TensorBoard."""
-    from sjc_dsds.evaluate import final_outputs
 
     final = final_outputs(state.field, state.model, state.cfg, run.root, run.test)
     board = TensorBoardLog(run.root / "tensorboard", state.cfg.log.tensorboard)

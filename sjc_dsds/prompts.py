@@ -16,7 +16,7 @@ import torch
 
 from sjc_dsds.config import VIEW_LABELS, SJCConfig, ViewPromptConfig
 from sjc_dsds.prompt_debiasing import DebiasResult, ViewProbe, debias_from_config
-from sjc_dsds.score import Conditioning, ScoreModel
+from sjc_dsds.score import ScoreModel
 
 logger = logging.getLogger(__name__)
 
@@ -83,10 +83,6 @@ class ViewPrompts:
         if label not in self.texts:
             raise ValueError(f"view label must be one of {', '.join(self.texts)} (got {label!r})")
         return self.texts[label]
-
-    def encode(self, model: ScoreModel, negative_prompt: str = "") -> dict[str, Conditioning]:
-        """Encode every view's text once (the score model caches by text), before the loop."""
-        return {label: model.condition(self.texts[label], negative_prompt) for label in self.texts}
 
     def to_json(self) -> dict[str, Any]:
         """JSON record of the texts (part of the run's prompts.json)."""

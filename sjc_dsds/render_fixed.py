@@ -16,7 +16,7 @@ import torch
 from sjc_dsds.cameras import Camera
 from sjc_dsds.field import VoxelRadianceField
 from sjc_dsds.grid_lookup import GridLookup
-from sjc_dsds.render import BACKGROUND_DEPTH, RenderOutput, intersect_box, rays_from_camera
+from sjc_dsds.rays import BACKGROUND_DEPTH, RenderOutput, intersect_box, rays_from_camera
 
 
 def padded_tick_count(bbox_len: float, step: float) -> int:

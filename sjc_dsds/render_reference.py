@@ -1,7 +1,7 @@
 """Dense reference renderer: every sample of every ray evaluated, SJC's `render_ray_bundle`.
 
 The oracle for tests and `experiments/bench_render.py`; never used in the optimisation loop. It
-shares only ray generation and ray-box intersection with `render.py`.
+shares only ray generation and ray-box intersection (`rays.py`) with `render.py`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 
 from sjc_dsds.cameras import Camera
 from sjc_dsds.field import VoxelRadianceField
-from sjc_dsds.render import BACKGROUND_DEPTH, RenderOutput, intersect_box, rays_from_camera
+from sjc_dsds.rays import BACKGROUND_DEPTH, RenderOutput, intersect_box, rays_from_camera
 
 
 def render_view_dense(field: VoxelRadianceField, camera: Camera) -> RenderOutput:

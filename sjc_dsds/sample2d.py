@@ -17,6 +17,7 @@ import torch
 from sjc_dsds.cli import ActionFlag
 from sjc_dsds.config import SJCConfig
 from sjc_dsds.errors import ConfigError, UserError
+from sjc_dsds.families import FAMILIES
 from sjc_dsds.run_dir import slugify
 from sjc_dsds.score import Conditioning, ScoreModel
 
@@ -33,7 +34,8 @@ OWN_FLAGS = (
     ),
     ActionFlag("help", "", "Show this help and exit."),
 )
-ALLOWED_CONFIG_PREFIXES = ("sd.", "seed", "device")
+# The families' groups, --family, --seed and --device apply here; the 3D flags do not.
+ALLOWED_CONFIG_PREFIXES = (*(f"{name}." for name in FAMILIES), "family", "seed", "device")
 
 
 def karras_sigmas(
@@ -95,10 +97,10 @@ def _help_text() -> str:
     from sjc_dsds.cli import flag_rows
 
     lines = [
-        f"usage: {PROGRAM} [--sd.prompt TEXT] [--sd.model_id ID] [--out FILE] ...",
+        f"usage: {PROGRAM} [--family F] [--F.prompt TEXT] [--F.model_id ID] [--out FILE] ...",
         "",
         "Draw one image from the score model with a deterministic Karras sampler and write a PNG.",
-        f"--sd.scale defaults to {DEFAULT_GUIDANCE} here (run_sjc.py's 100 is for SJC's score).",
+        f"--<family>.scale defaults to {DEFAULT_GUIDANCE} here (run_sjc.py's are for SJC's score).",
         "",
         "flags:",
     ]
@@ -122,7 +124,8 @@ def _parse_own(own: dict[str, str | bool]) -> tuple[int, bool]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse flags, load the model, sample, write the PNG; returns the exit code."""
-    from sjc_dsds.cli import build_config, parse_args
+    from sjc_dsds.cli import parse_args
+    from sjc_dsds.config import build_config
 
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -135,8 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in parsed.overrides:
             if not name.startswith(ALLOWED_CONFIG_PREFIXES):
                 raise ConfigError(f"--{name} does not apply to {PROGRAM}; see --help")
-        overrides = {"sd.scale": str(DEFAULT_GUIDANCE), **parsed.overrides}
-        cfg = build_config(overrides)
+        family = FAMILIES.get(str(parsed.overrides.get("family", "sd")), FAMILIES["sd"])
+        guidance = {f"{family.name}.scale": str(DEFAULT_GUIDANCE)}
+        has_scale = "scale" in family.group.model_fields
+        cfg = build_config({**(guidance if has_scale else {}), **parsed.overrides})
         out = Path(
             str(own.get("out") or f"outputs/sample2d/{slugify(cfg.prompt)}_seed{cfg.seed}.png")
         )
@@ -152,12 +157,12 @@ def _sample_to_png(cfg: SJCConfig, out: Path, n_steps: int, heun: bool) -> Path:
     """Load the model, sample once with the config's seed, decode and write `out` atomically."""
     import imageio.v3 as iio
 
+    from sjc_dsds.families import build_score_model
     from sjc_dsds.runtime import make_generator, resolve_device
-    from sjc_dsds.stable_diffusion import StableDiffusionDenoiser
 
     device = resolve_device(cfg.device)
-    model = StableDiffusionDenoiser.from_config(cfg.sd, device)
-    cond = model.condition(cfg.sd.prompt, cfg.sd.negative_prompt)
+    model = build_score_model(cfg, device)
+    cond = model.condition(cfg.prompt)
     indices = sampling_indices(model.sigmas, n_steps)
     latents = sample(model, cond, indices, make_generator(cfg.seed), heun=heun)
     image = model.decode(latents)[0].permute(1, 2, 0)  # [height, width, 3] in [0, 1]

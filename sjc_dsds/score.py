@@ -104,16 +104,11 @@ class ScoreModel(ABC):
     guidance_scale: float
     dtype: torch.dtype = torch.float32
 
+    # Text of the unconditional guidance branch; part of the model's conditioning, not the loop's.
+    negative_prompt: str = ""
+
     def __init__(self) -> None:
         self._condition_cache: dict[str, Conditioning] = {}
-
-    @property
-    def sigma_min(self) -> float:
-        return float(self.sigmas[0])
-
-    @property
-    def sigma_max(self) -> float:
-        return float(self.sigmas[-1])
 
     def snap(self, sigma: float | torch.Tensor) -> tuple[int, float]:
         """(DDPM index, ladder sigma) nearest to `sigma`."""
@@ -135,8 +130,12 @@ class ScoreModel(ABC):
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """Turn field renders [b, c, h, w] into RGB images [b, 3, H, W] in [0, 1] for pictures."""
 
-    def condition(self, prompt: str, negative_prompt: str = "") -> Conditioning:
-        """Encode `prompt` (and the guidance branch) once; later calls return the cached result."""
+    def condition(self, prompt: str, negative_prompt: str | None = None) -> Conditioning:
+        """Encode `prompt` (and the guidance branch) once; later calls return the cached result.
+
+        The guidance branch is `negative_prompt`, else the model's own `self.negative_prompt`.
+        """
+        negative_prompt = self.negative_prompt if negative_prompt is None else negative_prompt
         key = f"{prompt}\x00{negative_prompt}"
         if key not in self._condition_cache:
             use_guidance = self.guidance_scale != 1.0

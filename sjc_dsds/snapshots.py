@@ -3,7 +3,7 @@ and for toy runs the orbit next to the ground truth."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +12,6 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from sjc_dsds.config import SJCConfig
-from sjc_dsds.field import VoxelRadianceField
-from sjc_dsds.render import render_view
 from sjc_dsds.visualize import depth_range, depth_to_rgb, rgb_to_uint8, save_png, side_by_side
 
 LABEL_FONT_PX = 14
@@ -69,25 +67,3 @@ def save_snapshot(
     save_png(images_dir / f"view_step_{step:07d}.png", label_image(panel, [caption, depth_caption]))
     (images_dir / "depth").mkdir(parents=True, exist_ok=True)
     np.save(images_dir / "depth" / f"depth_step_{step:07d}.npy", depth.float().cpu().numpy())
-
-
-@torch.no_grad()
-def save_toy_comparison(
-    field: VoxelRadianceField,
-    decode: Callable[[torch.Tensor], torch.Tensor],
-    cfg: SJCConfig,
-    path: Path,
-) -> None:
-    """The field (top) and the toy ground truth (bottom) on the fixed evaluation orbit."""
-    from sjc_dsds.toy import ground_truth_orbit, orbit_views
-
-    device = field.raw_density.device
-    views = orbit_views(cfg)
-    renders = [decode(render_view(field, view.camera.to(device)).image)[0].cpu() for view in views]
-    truth = list(ground_truth_orbit(cfg, device).cpu())
-    side = cfg.eval.snapshot_side // 2
-    top = side_by_side([upscale(image, side) for image in renders])
-    bottom = side_by_side([upscale(image, side) for image in truth])
-    labels = ", ".join(f"{view.label} {view.azimuth_deg:.0f}" for view in views)
-    picture = label_image(torch.cat([top, bottom], dim=-2), ["top: run, bottom: truth", labels])
-    save_png(path, picture)

@@ -218,7 +218,9 @@ class StableDiffusionDenoiser(ScoreModel):
         parts = load_stable_diffusion(
             model_id, weights, revision=sd.revision, config_id=DEFAULT_MODEL_IDS[variant]
         )
-        return cls(parts, sd.scale, device, autocast_dtype=autocast, model_id=model_id)
+        model = cls(parts, sd.scale, device, autocast_dtype=autocast, model_id=model_id)
+        model.negative_prompt = sd.negative_prompt
+        return model
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -286,3 +288,8 @@ class StableDiffusionDenoiser(ScoreModel):
         with self._autocast():
             image = self.vae.decode((x / self.latent_scale).to(self.dtype), return_dict=False)[0]
         return (image.float() / 2 + 0.5).clamp(0, 1)
+
+
+def build_score_model(cfg: Any, device: torch.device) -> StableDiffusionDenoiser:
+    """The `--family sd` builder of `families.FAMILIES`: the model of `cfg.sd` on `device`."""
+    return StableDiffusionDenoiser.from_config(cfg.sd, device)

@@ -42,3 +42,19 @@ def test_decisions_are_numbered_and_record_the_bare_view_phrase() -> None:
     numbers = [int(n) for n in re.findall(r"^(\d+)\. \*\*", decisions, flags=re.M)]
     assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 10
     assert "`side view of `" in decisions and "bare view phrase" in decisions
+
+
+def test_the_package_has_no_import_cycles() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "import_graph", REPO / "experiments" / "import_graph.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    graph = module.import_graph()
+    assert {"sjc_dsds.optimize", "sjc_dsds.evaluate", "sjc_dsds.families"} <= graph.keys()
+    assert "sjc_dsds.evaluate" in graph["sjc_dsds.optimize"]  # lazy imports are seen too
+    assert module.find_cycles(graph) == []
+    assert module.find_cycles({"a": {"b"}, "b": {"a"}}) == [["a", "b", "a"]]
+    assert "sjc_dsds.cli" not in graph["sjc_dsds"]  # the package does not import the CLI

@@ -99,11 +99,11 @@ class CountingScoreModel(ScoreModel):
         raise NotImplementedError
 
 
-def test_encode_encodes_each_view_text_once() -> None:
+def test_condition_encodes_each_view_text_once() -> None:
     prompts = ViewPrompts.from_config(SJCConfig())
     model = CountingScoreModel()
-    first = prompts.encode(model)
-    second = prompts.encode(model)
+    first = {label: model.condition(prompts.text(label)) for label in VIEW_LABELS}
+    second = {label: model.condition(prompts.text(label)) for label in VIEW_LABELS}
     for label in VIEW_LABELS:
         assert first[label].prompt == prompts.text(label)
         assert first[label].cond.item() == len(prompts.text(label))

@@ -9,9 +9,8 @@ import torch
 
 from sjc_dsds.config import SJCConfig
 from sjc_dsds.errors import ConfigError
-from sjc_dsds.toy.captions import CaptionProbe
 from sjc_dsds.toy.denoiser import ToyScoreModel
-from sjc_dsds.toy.prior import build_prior_from_config, plan_prior
+from sjc_dsds.toy.prior import build_caption_probe, build_prior_from_config, plan_prior
 from sjc_dsds.toy.scenes import procedural_scene
 from sjc_dsds.toy.world import BACK_WORD_RATE, FRONT_WORD_RATE
 
@@ -87,8 +86,8 @@ def test_prior_is_the_same_for_every_run_seed():
     assert [view.azimuth_deg for view in first.views] == [view.azimuth_deg for view in second.views]
 
 
-def test_probe_from_config_sees_the_front_word_mostly_in_front_captions():
-    probe = CaptionProbe.from_config(_config(front_bias=0.5))
+def test_caption_probe_of_a_config_sees_the_front_word_mostly_in_front_captions():
+    probe = build_caption_probe(_config(front_bias=0.5))
     probabilities = probe.p_view(["a smiling head", "a head"])
     # P(front | smiling) = 0.9 * 0.59 / (0.9 * 0.59 + 0.3 * 0.36 + 0.02 * 0.05) ~ 0.83 with
     # front share 0.5 + 0.5 * 0.175 and side+overhead ~ 0.36: well above P(front | head).

@@ -26,8 +26,9 @@ logger = logging.getLogger(__name__)
 RUN_LOG_NAME = "sweep.log"
 
 # Config groups each family's score-model builder reads, and fields of them it does not read.
-MODEL_GROUPS = {"sd": ("sd",), "toy": ("toy", "pose", "view", "vox")}
-MODEL_IGNORED = {"sd": {"prompt", "negative_prompt"}, "toy": {"prompt"}}
+# The negative prompt is part of a model's conditioning, so it is part of the key.
+MODEL_GROUPS = {"sd": ("sd",), "deepfloyd": ("deepfloyd",), "toy": ("toy", "pose", "view", "vox")}
+MODEL_IGNORED = {"sd": {"prompt"}, "deepfloyd": {"prompt"}, "toy": {"prompt"}}
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class ModelCache:
         """The score model of `cfg`: the cached one if its key matches, else a new load."""
         key = model_key(cfg)
         if key != self.key:
-            from sjc_dsds.optimize import build_score_model
+            from sjc_dsds.families import build_score_model
             from sjc_dsds.runtime import resolve_device
 
             self.model, self.key = None, None

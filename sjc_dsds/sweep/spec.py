@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sjc_dsds.cli import build_config, iter_flags, read_yaml
-from sjc_dsds.config import SJCConfig
+from sjc_dsds.cli import read_yaml
+from sjc_dsds.config import SJCConfig, build_config, iter_flags
 from sjc_dsds.errors import ConfigError
 from sjc_dsds.run_dir import slugify
 

@@ -140,13 +140,6 @@ class CaptionProbe:
         self.vocabulary = caption_vocabulary(self.captions)
         self.smoothing = smoothing
 
-    @classmethod
-    def from_config(cls, cfg: SJCConfig) -> CaptionProbe:
-        """The probe of the world described by `cfg` (an SJCConfig with --family toy)."""
-        from sjc_dsds.toy.prior import build_captions_from_config
-
-        return cls(build_captions_from_config(cfg), view_words_from_config(cfg))
-
     def p_view(self, prompts: list[str]) -> torch.Tensor:
         """View probabilities [n_prompts, 4] over ('front', 'side', 'back', 'overhead')."""
         rows = []

@@ -15,7 +15,7 @@ import torch
 from sjc_dsds.cameras import TrainView, sample_train_views
 from sjc_dsds.config import SJCConfig
 from sjc_dsds.runtime import make_generator
-from sjc_dsds.toy.captions import Caption, view_words_from_config
+from sjc_dsds.toy.captions import Caption, CaptionProbe, view_words_from_config
 from sjc_dsds.toy.scenes import SCENE_BUILDERS, Scene, build_scene, configured_scene_name
 from sjc_dsds.toy.world import BACK_WORD_RATE, FRONT_WORD_RATE, WORLD_SEED
 
@@ -139,9 +139,8 @@ def world_hash() -> str:
     import inspect
     import sys
 
-    from sjc_dsds.toy import captions, scenes, world
-
-    modules = (world, scenes, captions, sys.modules[__name__])
+    modules = [sys.modules[f"sjc_dsds.toy.{name}"] for name in ("world", "scenes", "captions")]
+    modules.append(sys.modules[__name__])
     text = "\n".join(inspect.getsource(module) for module in modules)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -153,3 +152,8 @@ def prior_cache_key(cfg: SJCConfig) -> str:
     parts = [world_hash(), cfg.toy.model_dump_json(), cfg.pose.model_dump_json()]
     parts.append(cfg.vox.model_dump_json())
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def build_caption_probe(cfg: SJCConfig) -> CaptionProbe:
+    """The caption probe of the world described by `cfg` (the toy family's view probe)."""
+    return CaptionProbe(build_captions_from_config(cfg), view_words_from_config(cfg))

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sjc_dsds.cli import build_config
-from sjc_dsds.config import SJCConfig
+from sjc_dsds.config import SJCConfig, build_config
 from sjc_dsds.toy.scenes import build_scene
 
 # The three hand-built scenes are the dev set; held-out scenes come from --scene_seeds.
