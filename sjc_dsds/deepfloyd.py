@@ -20,6 +20,7 @@ from sjc_dsds.score import (
     ScoreModel,
     denoised_from_eps,
     guidance_combine,
+    guided_batch,
     sigmas_from_alphas_cumprod,
     vp_input_scale,
 )
@@ -198,7 +199,9 @@ class DeepFloydDenoiser(ScoreModel):
     def denoise(
         self, noised: torch.Tensor, sigma: float | torch.Tensor, cond: Conditioning
     ) -> torch.Tensor:
-        """Guided clean image D(z, sigma) [b, 3, h, w] of VE pixels z = y + sigma n (spec A.2).
+        """Guided clean image D(z, sigma) [b, 3, h, w] of VE pixels z = y + sigma n.
+
+        docs/method.md A.2.
 
         Snaps sigma, feeds z / sqrt(1 + sigma^2) at index t, keeps the first 3 output channels,
         combines [uncond, cond] as eps_u + s (eps_c - eps_u), turns v into eps; z - sigma eps.
@@ -207,13 +210,8 @@ class DeepFloydDenoiser(ScoreModel):
             raise ValueError(f"noised must be [b, 3, h, w], got {list(noised.shape)}")
         t, sigma = self.snap(sigma)
         noised_vp = noised * vp_input_scale(sigma)
-        batch = noised.shape[0]
         guided = cond.uncond is not None and self.guidance_scale != 1.0
-        text = cond.cond.expand(batch, -1, -1)
-        model_input = noised_vp.to(self.dtype)
-        if guided:
-            text = torch.cat([cond.uncond.expand(batch, -1, -1), text])
-            model_input = torch.cat([model_input, model_input])
+        model_input, text = guided_batch(noised_vp.to(self.dtype), cond, guided)
         output = self.unet(
             model_input, self._timesteps[t], encoder_hidden_states=text, return_dict=False
         )[0]

@@ -69,6 +69,18 @@ def denoised_from_eps(noised: torch.Tensor, eps: torch.Tensor, sigma: float) -> 
     return noised - sigma * eps
 
 
+def guided_batch(
+    model_input: torch.Tensor, cond: Conditioning, guided: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs [2b or b, ...] and text of one UNet call: the [uncond, cond] halves, stacked."""
+    batch = model_input.shape[0]
+    text = cond.cond.expand(batch, -1, -1)
+    if guided:
+        text = torch.cat([cond.uncond.expand(batch, -1, -1), text])
+        model_input = torch.cat([model_input, model_input])
+    return model_input, text
+
+
 def sjc_score(
     render: torch.Tensor,
     noised: torch.Tensor,

@@ -23,6 +23,7 @@ from sjc_dsds.score import (
     denoised_from_eps,
     eps_from_v,
     guidance_combine,
+    guided_batch,
     sigmas_from_alphas_cumprod,
     vp_input_scale,
 )
@@ -260,13 +261,8 @@ class StableDiffusionDenoiser(ScoreModel):
             )
         t, sigma = self.snap(sigma)
         noised_vp = noised * vp_input_scale(sigma)
-        batch = noised.shape[0]
         guided = cond.uncond is not None and self.guidance_scale != 1.0
-        text = cond.cond.expand(batch, -1, -1)
-        model_input = noised_vp.to(self.dtype)
-        if guided:
-            text = torch.cat([cond.uncond.expand(batch, -1, -1), text])
-            model_input = torch.cat([model_input, model_input])
+        model_input, text = guided_batch(noised_vp.to(self.dtype), cond, guided)
         with self._autocast():
             output = self.unet(
                 model_input, self._timesteps[t], encoder_hidden_states=text, return_dict=False

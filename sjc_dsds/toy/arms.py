@@ -22,7 +22,7 @@ from sjc_dsds.score import ScoreModel
 from sjc_dsds.toy.captions import CaptionProbe
 from sjc_dsds.toy.ground_truth import ground_truth_field
 
-# D-SDS's Stable Diffusion values (spec B.3) for the score arms.
+# D-SDS's Stable Diffusion values (docs/method.md B.3) for the score arms.
 SCORE_THRES = 8.0
 
 

@@ -2,7 +2,8 @@
 
 A caption is a set of content words (the object noun, plus the scene's front word when the front
 is in view) and an optional view word. A prompt selects the dataset images whose captions match it
-best; the caption statistics give P(view | prompt words) for D-SDS prompt debiasing (spec C).
+best; the caption statistics give P(view | prompt words) for D-SDS prompt debiasing
+(docs/method.md C).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from sjc_dsds.config import VIEW_LABELS, SJCConfig
 # View order of the prompt-debiasing probe (`ViewProbe.p_view` columns).
 PROBE_VIEWS: tuple[str, ...] = VIEW_LABELS
 
-# Words that name a view in prompts and captions; "backside" is SJC's back prefix (spec A.8).
+# Words that name a view in prompts and captions; "backside" is SJC's back prefix
+# (docs/method.md A.8).
 DEFAULT_VIEW_WORDS: Mapping[str, str] = MappingProxyType(
     {"front": "front", "side": "side", "back": "back", "backside": "back", "overhead": "overhead"}
 )

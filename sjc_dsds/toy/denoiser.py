@@ -3,7 +3,7 @@
 For images x_1..x_n with prior weights w_i, the minimum-mean-squared-error denoiser of
 z = x + sigma * noise is the posterior mean D(z, sigma) = sum_i p(i | z) x_i with
 p(i | z) proportional to w_i exp(-|z - x_i|^2 / (2 sigma^2)); Tweedie's formula then gives the
-exact score (D - z) / sigma^2 of the noised image distribution (spec A.1).
+exact score (D - z) / sigma^2 of the noised image distribution (docs/method.md A.1).
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ def scaled_linear_sigmas(
     beta_end: float = SD_BETA_END,
     n_steps: int = SD_N_TRAIN_STEPS,
 ) -> torch.Tensor:
-    """SD's VE sigma ladder: betas = linspace(sqrt(start), sqrt(end))^2, sigma_t (spec A.1).
+    """SD's VE sigma ladder: betas = linspace(sqrt(start), sqrt(end))^2, sigma_t.
+
+    docs/method.md A.1.
 
     Returns: [n_steps] float64, ascending, index = DDPM t.
     """
@@ -83,7 +85,7 @@ def guided_denoised(
     """Classifier-free guidance D_u + s (D_c - D_u) on the denoised images.
 
     For a fixed noisy input z and sigma, eps = (z - D) / sigma is affine in D, so this equals
-    SJC's eps_u + s (eps_c - eps_u) (spec A.2 step 3) mapped back through D = z - sigma eps.
+    SJC's eps_u + s (eps_c - eps_u) (docs/method.md A.2) mapped back through D = z - sigma eps.
     """
     return denoised_uncond + guidance_scale * (denoised_cond - denoised_uncond)
 

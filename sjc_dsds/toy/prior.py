@@ -2,7 +2,7 @@
 
 The world is fixed by `--toy.*` and by the constants below; it never depends on the run's seed,
 so every run of a benchmark sees the same prior. Cameras follow SJC's training distribution
-(spec A.8); a `front_bias` share of them is redrawn until it lands in the front quadrant.
+(docs/method.md A.8); a `front_bias` share of them is redrawn until it lands in the front quadrant.
 """
 
 from __future__ import annotations

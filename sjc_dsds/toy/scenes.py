@@ -2,9 +2,9 @@
 
 Each scene is a union of coloured parts given by signed distance functions; sampling it on a
 voxel grid gives the density and colour grids of a ground-truth radiance field. SJC's azimuth 0
-puts the camera on the -x side (spec A.8), so every front part (face, snout, red side) faces -x
-and every back part (hair, tail, blue side) faces +x. Besides the three hand-built dev scenes,
-`procedural_scene(seed)` builds any number of held-out scenes (names 'seed<N>').
+puts the camera on the -x side (docs/method.md A.8), so every front part (face, snout, red side)
+faces -x and every back part (hair, tail, blue side) faces +x. Besides the three hand-built dev
+scenes, `procedural_scene(seed)` builds any number of held-out scenes (names 'seed<N>').
 """
 
 from __future__ import annotations
