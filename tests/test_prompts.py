@@ -224,7 +224,11 @@ def test_long_prompts_keep_the_view_words_and_warn(
     for label, phrase in ends.items():
         text = prompts.texts[label]
         assert text.endswith(f", {phrase}") if style == "suffix" else text.startswith(phrase)
-    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelname == "WARNING" and r.name == "sjc_dsds.prompts"
+    ]
     assert len(warnings) == 4
     assert all(repr(LONG_PROMPT) in w and f"is {len(full_ids)} tokens" in w for w in warnings[:1])
     assert all("limit of 77" in w for w in warnings)
