@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from sjc_dsds.score import SD_BETA_END, SD_BETA_SCHEDULE, SD_BETA_START
+
 TEXT_WIDTH = 32
 LATENT_SIDE = 32
 
@@ -134,7 +136,7 @@ def random_sd_pipeline(
     vocab_path, merges_path = write_tiny_clip_vocab(vocab_folder)
     tokenizer = CLIPTokenizer(vocab=str(vocab_path), merges=str(merges_path), model_max_length=77)
     # SD 1.x ships a PNDM config, SD 2.x 768-v a DDIM one; both carry the same beta schedule.
-    schedule = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    schedule = dict(beta_start=SD_BETA_START, beta_end=SD_BETA_END, beta_schedule=SD_BETA_SCHEDULE)
     if prediction_type == "epsilon":
         scheduler = PNDMScheduler(**schedule, skip_prk_steps=True, steps_offset=1)
     else:

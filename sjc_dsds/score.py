@@ -30,6 +30,12 @@ class Conditioning:
     uncond: torch.Tensor | None
 
 
+# Stable Diffusion's training schedule (1.x and 2.x): 1000 scaled-linear betas 0.00085 -> 0.012.
+SD_BETA_START = 0.00085
+SD_BETA_END = 0.012
+SD_BETA_SCHEDULE = "scaled_linear"
+
+
 def sigmas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """VE noise level of every DDPM index, sigma_t = sqrt((1 - abar_t) / abar_t).
 

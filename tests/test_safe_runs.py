@@ -638,3 +638,14 @@ def test_training_cameras_do_not_depend_on_grid_size_or_family(
     assert len(toy16) == 20
     assert toy16 == toy17 == sd
     assert len(set(toy16)) == 20  # twenty different cameras, not one repeated
+
+
+def test_verbose_shows_the_traceback_of_a_user_error(capsys, monkeypatch) -> None:
+    assert main(["--device", "cuda:x", "--print_config"]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    assert main(["--verbose", "--device", "cuda:x", "--print_config"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("error: --device")
+    monkeypatch.setenv("SJC_DSDS_VERBOSE", "1")
+    assert main(["--device", "cuda:x", "--print_config"]) == 2
+    assert "Traceback" in capsys.readouterr().err

@@ -15,7 +15,7 @@ import torch
 
 from sjc_dsds.config import SJCConfig
 from sjc_dsds.errors import ConfigError
-from sjc_dsds.score import Conditioning, ScoreModel
+from sjc_dsds.score import SD_BETA_END, SD_BETA_START, Conditioning, ScoreModel
 from sjc_dsds.toy.captions import (
     DEFAULT_VIEW_WORDS,
     Caption,
@@ -25,9 +25,6 @@ from sjc_dsds.toy.captions import (
     uniform_log_weights,
 )
 
-# Stable Diffusion's training schedule: scaled-linear betas from 0.00085 to 0.012, 1000 steps.
-SD_BETA_START = 0.00085
-SD_BETA_END = 0.012
 SD_N_TRAIN_STEPS = 1000
 
 
