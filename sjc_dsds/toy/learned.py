@@ -130,7 +130,7 @@ class LearnedToyScoreModel(ScoreModel):
     @classmethod
     def load(cls, path: Path, guidance_scale: float, device: torch.device) -> LearnedToyScoreModel:
         """A model saved by experiments/train_toy_denoiser.py (a .pt with weights and words)."""
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
         network = TinyUNet(len(saved["vocabulary"]) + len(PROBE_VIEWS) + 1)
         network.load_state_dict(saved["state_dict"])
         shape = tuple(saved["data_shape"])
