@@ -166,3 +166,24 @@ def load_field(
     field = VoxelRadianceField.from_config(cfg.vox, torch.device("cpu"), make_generator(0))
     field.load_state_dict(checkpoint.field_state)
     return cfg, field, checkpoint.step
+
+
+def prune_checkpoints(run: RunDir, keep: int, n_steps: int) -> list[Path]:
+    """Delete all but the newest `keep` checkpoints (and the final one), once the newest loads.
+
+    The newest is read back and verified first, so pruning never removes the only readable
+    checkpoint.
+    """
+    paths = run.checkpoint_paths()
+    if len(paths) <= keep:
+        return []
+    try:
+        load_checkpoint(paths[-1])
+    except CheckpointError as error:
+        logger.warning("not pruning old checkpoints: %s", error)
+        return []
+    final = run.checkpoint_path(n_steps)
+    doomed = [path for path in paths[:-keep] if path != final]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return doomed

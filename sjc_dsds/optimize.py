@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +15,12 @@ from typing import Any
 import torch
 
 from sjc_dsds.cameras import TrainView, sample_train_view
-from sjc_dsds.checkpoint import Checkpoint, load_checkpoint, load_newest_readable, save_checkpoint
+from sjc_dsds.checkpoint import (
+    Checkpoint,
+    load_newest_readable,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from sjc_dsds.config import SJCConfig, dump_config, load_config, load_config_text, resume_changes
 from sjc_dsds.errors import CheckpointError, ConfigError, NonFiniteError, RunStopped, UserError
 from sjc_dsds.evaluate import final_outputs
@@ -50,6 +54,7 @@ from sjc_dsds.runtime import RandomStreams, resolve_device, seed_everything
 from sjc_dsds.score import ScoreModel, sample_train_sigma, sjc_score
 from sjc_dsds.score_debiasing import clip_score, score_threshold
 from sjc_dsds.snapshots import save_snapshot, snapshot_caption
+from sjc_dsds.stopping import EXIT_INTERRUPTED, StopRequest
 from sjc_dsds.tensorboard_log import TensorBoardLog, require_tensorboard
 from sjc_dsds.threads import configure_threads
 
@@ -148,27 +153,6 @@ class RunState:
         )
         prune_checkpoints(run, self.cfg.keep_checkpoints, self.cfg.n_steps)
         return path
-
-
-def prune_checkpoints(run: RunDir, keep: int, n_steps: int) -> list[Path]:
-    """Delete all but the newest `keep` checkpoints (and the final one), once the newest loads.
-
-    The newest is read back and verified first, so pruning never removes the only readable
-    checkpoint.
-    """
-    paths = run.checkpoint_paths()
-    if len(paths) <= keep:
-        return []
-    try:
-        load_checkpoint(paths[-1])
-    except CheckpointError as error:
-        logger.warning("not pruning old checkpoints: %s", error)
-        return []
-    final = run.checkpoint_path(n_steps)
-    doomed = [path for path in paths[:-keep] if path != final]
-    for path in doomed:
-        path.unlink(missing_ok=True)
-    return doomed
 
 
 def _elapsed(state: RunState, name: str, start: float) -> float:
@@ -293,45 +277,6 @@ def _final_outputs(state: RunState, run: RunDir) -> dict[str, Any]:
     board.scalars({"step": state.step, **{f"final/{key}": v for key, v in final.items()}})
     board.close()
     return final
-
-
-# Exit codes of a run stopped on request, after its checkpoint was written.
-EXIT_PREEMPTED = 75
-EXIT_INTERRUPTED = 130
-STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
-
-
-class StopRequest:
-    """Turns SIGTERM, SIGUSR1 and a first Ctrl-C into a request to stop after the current step.
-
-    Installed only in the main thread; a second Ctrl-C raises KeyboardInterrupt at once.
-    """
-
-    def __init__(self, event: threading.Event | None = None) -> None:
-        self.event = event or threading.Event()
-        self.signal_name: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, number: int, frame: Any) -> None:
-        if number == signal.SIGINT and self.event.is_set():
-            raise KeyboardInterrupt
-        self.signal_name = signal.Signals(number).name
-        self.event.set()
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for name in STOP_SIGNALS:
-                number = getattr(signal, name)
-                self._previous[number] = signal.signal(number, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_INTERRUPTED if self.signal_name == "SIGINT" else EXIT_PREEMPTED
 
 
 def _record_invocation(run: RunDir, cfg: SJCConfig, kind: str, changes: dict[str, Any]) -> None:

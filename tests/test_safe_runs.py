@@ -207,8 +207,10 @@ def test_keep_checkpoints_prunes_but_never_the_only_readable_one(
     assert names == ["step_0000007.safetensors", "step_0000008.safetensors"]
 
     kept = tmp_path / "kept"
-    real_load = optimize.load_checkpoint
-    monkeypatch.setattr(optimize, "load_checkpoint", _failing_after(real_load, 2))
+    import sjc_dsds.checkpoint as checkpoint_module
+
+    real_load = checkpoint_module.load_checkpoint
+    monkeypatch.setattr(checkpoint_module, "load_checkpoint", _failing_after(real_load, 2))
     optimize.run_sjc(toy_config(kept, save_every=1, keep_checkpoints=1), model=toy_model)
     steps = [load_checkpoint(p).step for p in RunDir(kept).checkpoint_paths()]
     # From step 3 on the newest never verifies, so step 2 (the last readable) is never pruned.
