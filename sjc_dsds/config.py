@@ -264,11 +264,10 @@ SAFE_ON_RESUME: frozenset[str] = frozenset(
         "pose.n_test_frames",
         "pose.test_rounds",
         "export_mesh",
+        # Each family's weights, e.g. --sd.model_id pointing at a local copy.
+        *(family.model_id_flag for family in FAMILIES.values() if family.model_id_flag),
     }
 )
-SAFE_ON_RESUME = SAFE_ON_RESUME | {
-    family.model_id_flag for family in FAMILIES.values() if family.model_id_flag
-}
 SAFE_GROUPS_ON_RESUME: tuple[str, ...] = ("eval.", "metrics.", "log.")
 
 

@@ -288,10 +288,8 @@ def _record_invocation(run: RunDir, cfg: SJCConfig, kind: str, changes: dict[str
     append_jsonl(run.history, record)
 
 
-def _prepare_resume(run: RunDir, state: RunState, cfg: SJCConfig) -> dict[str, Any]:
-    """Restore the newest readable checkpoint (if any) and apply the allowed config changes."""
-    saved = load_config(run.config)
-    changes = resume_changes(saved, cfg)
+def _prepare_resume(run: RunDir, state: RunState, cfg: SJCConfig, changes: dict[str, Any]) -> None:
+    """Restore the newest readable checkpoint (if any) and write the allowed config changes."""
     paths = run.checkpoint_paths()
     if paths:
         checkpoint = load_newest_readable(paths)
@@ -302,7 +300,6 @@ def _prepare_resume(run: RunDir, state: RunState, cfg: SJCConfig) -> dict[str, A
         raise ConfigError(f"--n_steps {cfg.n_steps} is below the run's step {state.step}")
     if changes:
         write_config(run, cfg)
-    return changes
 
 
 def run_sjc(
@@ -325,14 +322,14 @@ def run_sjc(
     # Fail before writing anything: the run directory, then the models (slow, may be missing).
     check_run_dir(root, resume=resume, overwrite=overwrite)
     require_tensorboard(cfg.log.tensorboard)
-    if resume:
-        resume_changes(load_config(RunDir(root).config), cfg)
+    changes = resume_changes(load_config(RunDir(root).config), cfg) if resume else {}
     state = RunState.create(cfg, model, saved_prompts=RunDir(root).prompts if resume else None)
     run = create_run_dir(root, cfg, resume=resume, overwrite=overwrite)
     lock = RunLock(run).acquire()
     try:
         remove_stale_temporaries(run)
-        changes = _prepare_resume(run, state, cfg) if resume else {}
+        if resume:
+            _prepare_resume(run, state, cfg, changes)
         _record_invocation(run, cfg, "resume" if resume else "start", changes)
         write_json(run.prompts, state.prompts_record)
         with StopRequest(stop) as request:

@@ -317,17 +317,27 @@ def write_status(
     write_json(run.status, record)
 
 
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one whole JSON line with a single write; an OS error becomes a StorageError."""
-    line = (json.dumps(record) + "\n").encode()
+def _open_append(path: Path) -> int:
     try:
-        handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, default_file_mode())
-        try:
-            os.write(handle, line)
-        finally:
-            os.close(handle)
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, default_file_mode())
     except OSError as error:
         raise StorageError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def _write_line(handle: int, path: Path, record: dict[str, Any]) -> None:
+    try:
+        os.write(handle, (json.dumps(record) + "\n").encode())
+    except OSError as error:
+        raise StorageError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one whole JSON line with a single write; an OS error becomes a StorageError."""
+    handle = _open_append(path)
+    try:
+        _write_line(handle, path, record)
+    finally:
+        os.close(handle)
 
 
 def _parse_lines(path: Path) -> list[dict[str, Any]]:
@@ -351,12 +361,18 @@ class MetricsLog:
         if path.exists():
             kept = [r for r in _parse_lines(path) if r.get("step", -1) < start_step]
             atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        self._handle: int | None = _open_append(path)
 
     def write(self, record: dict[str, Any]) -> None:
-        append_jsonl(self.path, record)
+        """One whole line per record, in a single write to the file opened once."""
+        if self._handle is None:
+            raise ValueError(f"{self.path} is closed")
+        _write_line(self._handle, self.path, record)
 
     def close(self) -> None:
-        """Nothing stays open between lines; kept for callers that close logs."""
+        if self._handle is not None:
+            os.close(self._handle)
+            self._handle = None
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
