@@ -165,6 +165,9 @@ class Family:
     extra_metrics: str | None = None
     score_defaults: Mapping[str, float] = field(default_factory=dict)
     check: Callable[[Any], None] | None = None
+    # Config groups the score-model builder reads besides the family's own (sweeps share a
+    # loaded model between runs that agree on them); the prompt is read per run, not at load.
+    model_groups: tuple[str, ...] = ()
 
     def prompt(self, cfg: Any) -> str:
         """The user prompt of a run of this family."""
@@ -220,6 +223,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
             view_probe="sjc_dsds.toy.prior:build_caption_probe",
             extra_metrics="sjc_dsds.toy:evaluation_metrics",
             check=_toy_needs_front_views,
+            model_groups=("pose", "view", "vox"),  # the prior is rendered from them
         ),
     }
 )

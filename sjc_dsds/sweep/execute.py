@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sjc_dsds.config import SJCConfig
+from sjc_dsds.families import FAMILIES
 from sjc_dsds.run_dir import RunDir, write_config
 from sjc_dsds.sweep.spec import SweepRun
 from sjc_dsds.sweep.status import DONE, FAILED, RUNNING, STOPPED, run_status, write_ledger
@@ -24,11 +25,6 @@ from sjc_dsds.sweep.status import DONE, FAILED, RUNNING, STOPPED, run_status, wr
 logger = logging.getLogger(__name__)
 
 RUN_LOG_NAME = "sweep.log"
-
-# Config groups each family's score-model builder reads, and fields of them it does not read.
-# The negative prompt is part of a model's conditioning, so it is part of the key.
-MODEL_GROUPS = {"sd": ("sd",), "deepfloyd": ("deepfloyd",), "toy": ("toy", "pose", "view", "vox")}
-MODEL_IGNORED = {"sd": {"prompt"}, "deepfloyd": {"prompt"}, "toy": {"prompt"}}
 
 
 @dataclass(frozen=True)
@@ -44,11 +40,11 @@ class Outcome:
 def model_key(cfg: SJCConfig) -> str:
     """Text that is equal for two configs exactly when their score models are the same."""
     data = cfg.model_dump(mode="json")
-    groups = MODEL_GROUPS.get(cfg.family)
-    if groups is None:  # an unknown family: never share its model
-        return json.dumps(data, sort_keys=True)
-    ignored = MODEL_IGNORED.get(cfg.family, set())
-    parts = {group: {k: v for k, v in data[group].items() if k not in ignored} for group in groups}
+    # The family's group (without the prompt, read per run; the negative prompt is part of the
+    # model's conditioning and stays) and the groups its builder also reads (families.py).
+    family = FAMILIES[cfg.family]
+    groups = (cfg.family, *family.model_groups)
+    parts = {group: {k: v for k, v in data[group].items() if k != "prompt"} for group in groups}
     return json.dumps({"family": cfg.family, "device": cfg.device, **parts}, sort_keys=True)
 
 
