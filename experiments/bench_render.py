@@ -3,7 +3,8 @@
     python experiments/bench_render.py                    # 1 and default threads, growth tables
     python experiments/bench_render.py --threads 1 --repeats 9 --no-growth
 
-Times `render_view` (packed samples, empty-space skipping, early termination) against
+Times `render_view` (packed samples, empty-space skipping, early termination; the compiled
+numba kernels of `render_kernels.py` when the `cpu` extra is installed) against
 `render_view_dense` (SJC's dense marching, every sample evaluated) in one process, alternating
 the two. One timed run is the forward pass plus the backward of the loop's two losses: the
 image receiving a fixed random score and SJC's emptiness loss on the weights. Scenes:

@@ -68,19 +68,28 @@ def march_rays(
     Ray r gets ticks t_enter + i * step for every i with i * step < t_exit - t_enter, where
     k = int(max(t_exit - t_enter) / step) + 1.
     """
-    t_enter, t_exit, _ = intersect_box(origins, directions, bbox_len)
-    lengths = (t_exit - t_enter).clamp(min=0.0)
-    n_ticks = int(lengths.max().item() / step) + 1
-    ticks = step * torch.arange(n_ticks, device=origins.device, dtype=origins.dtype)
-    # The number of ticks strictly below each length, on the same float32 ticks as the mask.
-    counts = torch.searchsorted(ticks, lengths, side="left")
-    n_rays = origins.shape[0]
+    t_enter, counts, ticks = box_ticks(origins, directions, bbox_len, step)
+    n_ticks, n_rays = ticks.shape[0], origins.shape[0]
     ray_index = torch.repeat_interleave(torch.arange(n_rays, device=origins.device), counts)
     starts = torch.cumsum(counts, dim=0) - counts
     tick_index = torch.arange(ray_index.shape[0], device=origins.device)
     tick_index = tick_index - starts.index_select(0, ray_index)
     distances = t_enter.index_select(0, ray_index) + ticks.index_select(0, tick_index)
     return RaySamples(ray_index, distances, counts), n_ticks * n_rays
+
+
+def box_ticks(
+    origins: torch.Tensor, directions: torch.Tensor, bbox_len: float, step: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SJC's dense ticks: entry distances [n], ticks inside the box per ray [n] and the tick
+    offsets step * arange(k) [k], k = int(max(t_exit - t_enter) / step) + 1."""
+    t_enter, t_exit, _ = intersect_box(origins, directions, bbox_len)
+    lengths = (t_exit - t_enter).clamp(min=0.0)
+    n_ticks = int(lengths.max().item() / step) + 1
+    ticks = step * torch.arange(n_ticks, device=origins.device, dtype=origins.dtype)
+    # The number of ticks strictly below each length, on the same float32 ticks as the mask.
+    counts = torch.searchsorted(ticks, lengths, side="left")
+    return t_enter, counts, ticks
 
 
 def exclusive_optical_depth(
@@ -244,14 +253,18 @@ def _take_points(points: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 
 def render_view(
-    field: VoxelRadianceField, camera: Camera, fixed_shape: bool | None = None
+    field: VoxelRadianceField,
+    camera: Camera,
+    fixed_shape: bool | None = None,
+    compiled: bool | None = None,
 ) -> RenderOutput:
     """Render one view: SJC's marching, equal to `render_reference.render_view_dense`.
 
     Two paths, chosen by `fixed_shape` (None: fixed on CUDA, packed elsewhere). Packed
     (`render_rays`): samples inside the box, packed, skipping empty and hidden ones, on one CPU
-    thread. Fixed (`render_fixed.py`): every ray the same padded number of samples with masks,
-    no host reads, no data-dependent shapes. Differentiable w.r.t. grids, background, d_scale.
+    thread, by compiled per-ray kernels where `compiled` allows (see `render_rays`). Fixed
+    (`render_fixed.py`): every ray the same padded number of samples with masks, no host reads,
+    no data-dependent shapes. Differentiable w.r.t. grids, background, d_scale.
     """
     if camera.device != field.raw_density.device:
         raise ValueError(
@@ -265,7 +278,9 @@ def render_view(
 
         return render_view_fixed(field, camera)
     with one_intra_op_thread(camera.device):
-        rgb, depth, opacity, weights, n_dense = render_rays(field, *rays_from_camera(camera))
+        rgb, depth, opacity, weights, n_dense = render_rays(
+            field, *rays_from_camera(camera), compiled=compiled
+        )
     size = (camera.height, camera.width)
     image = rgb.t().reshape(1, field.channels, *size)
     depth, opacity = depth.reshape(1, 1, *size), opacity.reshape(1, 1, *size)
@@ -278,11 +293,35 @@ def default_fixed_shape(device: torch.device) -> bool:
 
 
 def render_rays(
-    field: VoxelRadianceField, origins: torch.Tensor, directions: torch.Tensor
+    field: VoxelRadianceField,
+    origins: torch.Tensor,
+    directions: torch.Tensor,
+    compiled: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Render rays [n, 3] on the packed path (independent, so chunks of a view may be rendered
     apart): features [n, c], depth [n], opacity [n], the kept samples' weights and
-    n_samples_dense."""
+    n_samples_dense.
+
+    `compiled` (None: where possible) runs the per-ray numba kernels of `render_kernels.py`;
+    False, or without numba, an alpha mask or a CPU, the tensor ops below, which give the same
+    result to float rounding.
+    """
+    if compiled is None:
+        compiled = compiled_path_possible(field, origins.device)
+    if compiled:
+        from sjc_dsds.render_kernels import march_and_composite
+
+        if not compiled_path_possible(field, origins.device):
+            raise ValueError(
+                "the compiled renderer needs numba (pip install 'sjc-dsds[cpu]'), a CPU "
+                "field and no alpha mask"
+            )
+        t_enter, counts, ticks = box_ticks(origins, directions, field.bbox_len, field.step_size)
+        sums, weights, _ = march_and_composite(field, origins, directions, t_enter, counts, ticks)
+        return _over_background(field, sums, directions) + (
+            weights,
+            ticks.shape[0] * counts.shape[0],
+        )
     step = field.step_size
     samples, n_dense = march_rays(origins, directions, field.bbox_len, step)
     if field.alpha_mask_enabled and field.alpha_mask is not None:
@@ -299,7 +338,28 @@ def render_rays(
 
     # Composite per ray: opacity, depth and colour; the background fills the rest.
     sums = composite_rays(weights, samples.distances, colors, samples)
+    return _over_background(field, sums, directions) + (weights, n_dense)
+
+
+def compiled_path_possible(field: VoxelRadianceField, device: torch.device) -> bool:
+    """Whether `render_rays` can run the compiled kernels: numba installed, a CPU field in
+    float32 or float64, and no alpha mask (the tensor path applies it)."""
+    from sjc_dsds.render_kernels import compiled_kernels_available
+
+    return (
+        device.type == "cpu"
+        and field.raw_density.device.type == "cpu"
+        and field.raw_density.dtype in (torch.float32, torch.float64)
+        and not (field.alpha_mask_enabled and field.alpha_mask is not None)
+        and compiled_kernels_available()
+    )
+
+
+def _over_background(
+    field: VoxelRadianceField, sums: torch.Tensor, directions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-ray sums [n, 2 + c] composited over the background: rgb, depth and opacity."""
     opacity, background_weight = sums[:, 0], 1.0 - sums[:, 0]
     depth = sums[:, 1] + background_weight * BACKGROUND_DEPTH
     rgb = sums[:, 2:] + background_weight[:, None] * field.background_color(directions)
-    return rgb, depth, opacity, weights, n_dense
+    return rgb, depth, opacity

@@ -15,6 +15,7 @@ from sjc_dsds.field import VoxelRadianceField
 from sjc_dsds.render import (
     BACKGROUND_DEPTH,
     RenderOutput,
+    box_ticks,
     composite_rays,
     intersect_box,
     march_rays,
@@ -22,6 +23,7 @@ from sjc_dsds.render import (
     render_view,
     volume_weights,
 )
+from sjc_dsds.render_kernels import compiled_kernels_available
 from sjc_dsds.render_reference import render_view_dense
 
 
@@ -30,8 +32,30 @@ def _render_fixed(field: VoxelRadianceField, camera: Camera) -> RenderOutput:
     return render_view(field, camera, fixed_shape=True)
 
 
-RENDERERS = {"fast": render_view, "fixed": _render_fixed, "dense": render_view_dense}
+def _render_compiled(field: VoxelRadianceField, camera: Camera) -> RenderOutput:
+    """The packed path's compiled numba kernels (the tensor path where they cannot run, e.g.
+    with an alpha mask)."""
+    if not compiled_kernels_available():
+        pytest.skip("needs numba (the cpu extra)")
+    return render_view(field, camera, compiled=None if field.alpha_mask_enabled else True)
+
+
+def _render_packed(field: VoxelRadianceField, camera: Camera) -> RenderOutput:
+    """The packed path's tensor ops (the fallback without numba)."""
+    return render_view(field, camera, compiled=False)
+
+
+RENDERERS = {
+    "compiled": _render_compiled,
+    "packed": _render_packed,
+    "fixed": _render_fixed,
+    "dense": render_view_dense,
+}
+FAST_RENDERERS = ["compiled", "packed", "fixed"]
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+requires_numba = pytest.mark.skipif(
+    not compiled_kernels_available(), reason="needs numba (the cpu extra)"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -133,7 +157,7 @@ def test_march_puts_a_tick_every_step_from_entry_to_exit() -> None:
     assert n_dense == (int(lengths.max().item() / step) + 1) * origins.shape[0]
 
 
-@pytest.mark.parametrize("renderer", ["fast", "fixed", "dense"])
+@pytest.mark.parametrize("renderer", [*FAST_RENDERERS, "dense"])
 def test_constant_density_slab_transmits_exp_minus_density_times_length(renderer: str) -> None:
     # Raw 0 everywhere (zero padding reads 0 too) and shift log(expm1(1.5)): density 1.5.
     density = 1.5
@@ -163,7 +187,7 @@ def test_constant_density_slab_transmits_exp_minus_density_times_length(renderer
         assert out.depth.reshape(-1)[ray].item() == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("renderer", ["fast", "fixed", "dense"])
+@pytest.mark.parametrize("renderer", [*FAST_RENDERERS, "dense"])
 def test_sphere_renders_a_disc_of_the_right_radius_from_any_view(renderer: str) -> None:
     radius, distance, fov, side = 0.5, 1.5, 60.0, 32
     field = _field(48)
@@ -195,7 +219,7 @@ def test_sphere_renders_a_disc_of_the_right_radius_from_any_view(renderer: str) 
             assert math.pi * (disc - slack) ** 2 < area < math.pi * (disc + slack) ** 2
 
 
-@pytest.mark.parametrize("renderer", ["fast", "fixed", "dense"])
+@pytest.mark.parametrize("renderer", [*FAST_RENDERERS, "dense"])
 def test_weights_sum_to_at_most_one_and_the_background_takes_the_rest(renderer: str) -> None:
     field = _field(20, ray_march_weight_thres=0.0)
     with torch.no_grad():
@@ -272,7 +296,7 @@ def _loss(out: RenderOutput, generator: torch.Generator) -> torch.Tensor:
         "camera inside the box",
     ],
 )
-@pytest.mark.parametrize("renderer", ["fast", "fixed"])
+@pytest.mark.parametrize("renderer", FAST_RENDERERS)
 def test_fast_renderer_matches_dense_reference_image_and_grads(scene: str, renderer: str) -> None:
     field, camera = _scene(scene)
     results = {}
@@ -284,7 +308,8 @@ def test_fast_renderer_matches_dense_reference_image_and_grads(scene: str, rende
         results[name] = (out, grads)
     (fast, fast_grads), (dense, dense_grads) = results[renderer], results["dense"]
     assert int(fast.n_samples_dense) == dense.n_samples_dense == dense.weights.numel()
-    if renderer == "fast" and (scene.startswith("object") or scene == "camera inside the box"):
+    skipping = scene.startswith("object") or scene == "camera inside the box"
+    if renderer in ("compiled", "packed") and skipping:
         # Empty space around the object is skipped: far fewer samples than in the box.
         origins, directions = rays_from_camera(camera)
         in_box, _ = march_rays(origins, directions, 1.0, field.step_size)
@@ -310,19 +335,21 @@ def test_fast_renderer_matches_dense_reference_image_and_grads(scene: str, rende
         assert error <= 1e-4 * scale + 1e-6, (key, error, scale)
 
 
-def test_fast_renderer_matches_dense_reference_at_full_sjc_size() -> None:
+@pytest.mark.parametrize("renderer", ["compiled", "packed"])
+def test_fast_renderer_matches_dense_reference_at_full_sjc_size(renderer: str) -> None:
     field = VoxelRadianceField.from_config(
         SJCConfig().vox, torch.device("cpu"), torch.Generator().manual_seed(0)
     )
     camera = sample_train_views(1, PoseConfig(), torch.Generator().manual_seed(7))[0].camera
-    fast, dense = render_view(field, camera), render_view_dense(field, camera)
+    fast, dense = RENDERERS[renderer](field, camera), render_view_dense(field, camera)
     # Initial fog: nothing is skipped, so the packed weights are the dense nonzero ones.
     assert fast.weights.numel() == torch.count_nonzero(dense.weights)
     torch.testing.assert_close(fast.image, dense.image, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(fast.depth, dense.depth, atol=1e-4, rtol=1e-4)
 
 
-def test_render_gradients_match_finite_differences_on_a_tiny_grid() -> None:
+@pytest.mark.parametrize("renderer", ["compiled", "packed"])
+def test_render_gradients_match_finite_differences_on_a_tiny_grid(renderer: str) -> None:
     # float64 throughout; colour threshold 0 and a fog density keep the render smooth.
     field = _field(5, ray_march_weight_thres=0.0).double()
     with torch.no_grad():
@@ -331,7 +358,7 @@ def test_render_gradients_match_finite_differences_on_a_tiny_grid() -> None:
     camera = Camera(look_at((1.2, 0.7, 2.5)).double(), 50.0, 6, 6)
 
     def objective() -> torch.Tensor:
-        return _loss(render_view(field, camera), torch.Generator().manual_seed(1))
+        return _loss(RENDERERS[renderer](field, camera), torch.Generator().manual_seed(1))
 
     field.zero_grad(set_to_none=True)
     objective().backward()
@@ -351,6 +378,74 @@ def test_render_gradients_match_finite_differences_on_a_tiny_grid() -> None:
             numeric = (upper - lower) / 2e-6
             # Central differences in float64: truncation ~1e-12, rounding ~1e-10 / 1e-6.
             assert numeric == pytest.approx(grad[index].item(), rel=1e-5, abs=1e-7), name
+
+
+@requires_numba
+@pytest.mark.parametrize("model_type", ["V_SD", "V_SJC"])
+def test_compiled_kernels_pass_gradcheck_with_every_gradient_path(model_type: str) -> None:
+    # float64, colour threshold 0; image, depth and the emptiness term all carry gradients.
+    from sjc_dsds.render_kernels import march_and_composite
+
+    c = 4 if model_type == "V_SD" else 3
+    field = _field(4, ray_march_weight_thres=0.0, model_type=model_type, c=c).double()
+    with torch.no_grad():
+        field.raw_density.normal_(generator=torch.Generator().manual_seed(8))
+        field.d_scale.fill_(0.3)
+    camera = Camera(look_at((1.1, 0.8, 2.4)).double(), 50.0, 3, 3)
+    origins, directions = rays_from_camera(camera)
+    t_enter, counts, ticks = box_ticks(origins, directions, field.bbox_len, field.step_size)
+
+    class WithGrids:
+        """The field with other tensors in place of its three parameters."""
+
+        def __init__(self, **grids: torch.Tensor) -> None:
+            self.__dict__.update(grids)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(field, name)
+
+    def outputs(
+        raw: torch.Tensor, features: torch.Tensor, d_scale: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        grids = WithGrids(raw_density=raw, feature_grid=features, d_scale=d_scale)
+        sums, weights, _ = march_and_composite(grids, origins, directions, t_enter, counts, ticks)
+        return sums, torch.log1p(10.0 * weights)
+
+    params = [p.detach().clone().requires_grad_() for p in (field.raw_density, field.feature_grid)]
+    params.append(field.d_scale.detach().clone().requires_grad_())
+    assert torch.autograd.gradcheck(outputs, tuple(params), atol=1e-6)
+
+
+@requires_numba
+def test_compiled_renderer_refuses_what_it_cannot_do_and_default_falls_back() -> None:
+    field, camera = _scene("object with alpha mask")
+    with pytest.raises(ValueError, match="alpha mask"):
+        render_view(field, camera, compiled=True)
+    # The default takes the tensor path there, and gives the dense reference's image.
+    torch.testing.assert_close(
+        render_view(field, camera).image,
+        render_view_dense(field, camera).image,
+        atol=1e-4,
+        rtol=1e-4,
+    )
+
+
+def test_without_numba_the_default_is_the_tensor_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sjc_dsds.render_kernels as kernels
+
+    monkeypatch.setattr(kernels, "compiled_kernels_available", lambda: False)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("compiled kernels called without numba")
+
+    monkeypatch.setattr(kernels, "march_and_composite", refuse)
+    field, camera = _scene("random density")
+    out = render_view(field, camera)
+    torch.testing.assert_close(
+        out.image, render_view_dense(field, camera).image, atol=1e-4, rtol=1e-4
+    )
+    with pytest.raises(ValueError, match="numba"):
+        render_view(field, camera, compiled=True)
 
 
 def test_volume_weights_and_compositing_pass_gradcheck() -> None:
