@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from sjc_dsds.grid_lookup import one_intra_op_thread
+
 # Same constants as render.py (imported there from here would form a cycle with numba's import).
 EMPTY_OPTICAL_DEPTH = -math.log1p(-1e-8)
 TERMINATION_TRANSMITTANCE = 1e-6
@@ -346,44 +348,50 @@ class _MarchComposite(torch.autograd.Function):
     def backward(
         ctx: Any, grad_sums: torch.Tensor, grad_weights: torch.Tensor, _: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
-        _, backward = _kernels()
-        inputs = ctx.inputs
-        weights, transmittance, raw_values, slopes, colors, kept_tick, kept_counts = (
-            ctx.saved_tensors
-        )
-        raw_shape, feature_shape, scale_shape = ctx.grid_shapes
-        dtype = inputs.dtype
-        raw_grad = torch.zeros(raw_shape, dtype=dtype)
-        feature_grad = torch.zeros(feature_shape, dtype=dtype)
-        features_wanted = bool(ctx.needs_input_grad[2])
-        grad_log_scale = backward(
-            raw_grad.view(-1).numpy(),
-            feature_grad.view(feature_shape[1], -1).numpy(),
-            inputs.origins,
-            inputs.directions,
-            inputs.t_enter,
-            inputs.ticks,
-            inputs.sizes,
-            ctx.scale,
-            inputs.shift,
-            inputs.step,
-            inputs.weight_threshold,
-            inputs.sigmoid_colors,
-            _array(grad_sums, dtype),
-            _array(grad_weights, dtype),
-            weights.numpy(),
-            transmittance.numpy(),
-            raw_values.numpy(),
-            slopes.numpy(),
-            colors.numpy(),
-            kept_tick.numpy(),
-            kept_counts.numpy(),
-            features_wanted,
-        )
-        d_scale_grad = torch.full(scale_shape, grad_log_scale, dtype=dtype)
-        return (
-            None,
-            raw_grad if ctx.needs_input_grad[1] else None,
-            feature_grad if features_wanted else None,
-            d_scale_grad if ctx.needs_input_grad[3] else None,
-        )
+        with one_intra_op_thread(grad_sums.device):
+            return _backward(ctx, grad_sums, grad_weights)
+
+
+def _backward(
+    ctx: Any, grad_sums: torch.Tensor, grad_weights: torch.Tensor
+) -> tuple[torch.Tensor | None, ...]:
+    """`_MarchComposite.backward` on one intra-op thread (the kernel itself is serial)."""
+    _, backward = _kernels()
+    inputs = ctx.inputs
+    weights, transmittance, raw_values, slopes, colors, kept_tick, kept_counts = ctx.saved_tensors
+    raw_shape, feature_shape, scale_shape = ctx.grid_shapes
+    dtype = inputs.dtype
+    raw_grad = torch.zeros(raw_shape, dtype=dtype)
+    feature_grad = torch.zeros(feature_shape, dtype=dtype)
+    features_wanted = bool(ctx.needs_input_grad[2])
+    grad_log_scale = backward(
+        raw_grad.view(-1).numpy(),
+        feature_grad.view(feature_shape[1], -1).numpy(),
+        inputs.origins,
+        inputs.directions,
+        inputs.t_enter,
+        inputs.ticks,
+        inputs.sizes,
+        ctx.scale,
+        inputs.shift,
+        inputs.step,
+        inputs.weight_threshold,
+        inputs.sigmoid_colors,
+        _array(grad_sums, dtype),
+        _array(grad_weights, dtype),
+        weights.numpy(),
+        transmittance.numpy(),
+        raw_values.numpy(),
+        slopes.numpy(),
+        colors.numpy(),
+        kept_tick.numpy(),
+        kept_counts.numpy(),
+        features_wanted,
+    )
+    d_scale_grad = torch.full(scale_shape, grad_log_scale, dtype=dtype)
+    return (
+        None,
+        raw_grad if ctx.needs_input_grad[1] else None,
+        feature_grad if features_wanted else None,
+        d_scale_grad if ctx.needs_input_grad[3] else None,
+    )
