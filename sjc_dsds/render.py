@@ -303,19 +303,18 @@ def render_rays(
     n_samples_dense.
 
     `compiled` (None: where possible) runs the per-ray numba kernels of `render_kernels.py`;
-    False, or without numba, an alpha mask or a CPU, the tensor ops below, which give the same
-    result to float rounding.
+    False, or without numba, with an alpha mask or off the CPU, the tensor ops below, which give
+    the same result to float rounding.
     """
-    if compiled is None:
-        compiled = compiled_path_possible(field, origins.device)
-    if compiled:
+    possible = compiled is not False and compiled_path_possible(field, origins.device)
+    if compiled and not possible:
+        raise ValueError(
+            "the compiled renderer needs numba (pip install 'sjc-dsds[cpu]'), a CPU "
+            "field and no alpha mask"
+        )
+    if possible:
         from sjc_dsds.render_kernels import march_and_composite
 
-        if not compiled_path_possible(field, origins.device):
-            raise ValueError(
-                "the compiled renderer needs numba (pip install 'sjc-dsds[cpu]'), a CPU "
-                "field and no alpha mask"
-            )
         t_enter, counts, ticks = box_ticks(origins, directions, field.bbox_len, field.step_size)
         sums, weights, _ = march_and_composite(field, origins, directions, t_enter, counts, ticks)
         return _over_background(field, sums, directions) + (
