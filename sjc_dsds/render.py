@@ -316,7 +316,7 @@ def render_rays(
         from sjc_dsds.render_kernels import march_and_composite
 
         t_enter, counts, ticks = box_ticks(origins, directions, field.bbox_len, field.step_size)
-        sums, weights, _ = march_and_composite(field, origins, directions, t_enter, counts, ticks)
+        sums, weights = march_and_composite(field, origins, directions, t_enter, counts, ticks)
         return _over_background(field, sums, directions) + (
             weights,
             ticks.shape[0] * counts.shape[0],

@@ -99,7 +99,6 @@ def _build_kernels() -> tuple[Any, Any]:
         colors,  # out [m_max, c]
         kept_tick,  # out [m_max]
         kept_counts,  # out [n_rays]
-        distances,  # out [m_max]
     ):
         size_x, size_y, size_z = sizes[0], sizes[1], sizes[2]
         channels = feature_grid.shape[0]
@@ -140,7 +139,6 @@ def _build_kernels() -> tuple[Any, Any]:
                 slopes[kept] = slope
                 through -= weight
                 kept_tick[kept] = tick
-                distances[kept] = distance
                 totals[0] += weight
                 totals[1] += weight * distance
                 colored = weight > weight_threshold
@@ -242,9 +240,9 @@ def march_and_composite(
     t_enter: torch.Tensor,
     counts: torch.Tensor,
     ticks: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-ray sums [n_rays, 2 + c] (opacity, unnormalised depth, colour), the kept samples'
-    weights [m] and their distances [m]; differentiable w.r.t. the field's grids and d_scale.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-ray sums [n_rays, 2 + c] (opacity, unnormalised depth, colour) and the kept samples'
+    weights [m]; differentiable w.r.t. the field's grids and d_scale.
 
     origins / directions: world rays [n_rays, 3]; t_enter [n_rays], counts [n_rays] and ticks
     [k] as `render.march_rays` builds them.
@@ -252,10 +250,7 @@ def march_and_composite(
     voxel_origins = field.to_voxel_coords(origins)
     voxel_directions = directions * field.voxels_per_unit.to(directions)
     inputs = _Inputs(field, voxel_origins, voxel_directions, t_enter, counts, ticks)
-    sums, weights, distances = _MarchComposite.apply(
-        inputs, field.raw_density, field.feature_grid, field.d_scale
-    )
-    return sums, weights, distances
+    return _MarchComposite.apply(inputs, field.raw_density, field.feature_grid, field.d_scale)
 
 
 class _Inputs:
@@ -290,6 +285,12 @@ def _array(tensor: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
     return tensor.detach().to(dtype).contiguous().numpy()
 
 
+def _per_sample_arrays(saved: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
+    """numpy views of what the forward keeps per sample for the backward, in kernel order:
+    weights, transmittance, raw values, slopes, colours, kept ticks, kept counts per ray."""
+    return [tensor.numpy() for tensor in saved]
+
+
 class _MarchComposite(torch.autograd.Function):
     """Autograd for `march_and_composite`: the compiled forward, the compiled reverse walk."""
 
@@ -300,17 +301,19 @@ class _MarchComposite(torch.autograd.Function):
         raw_density: torch.Tensor,
         feature_grid: torch.Tensor,
         d_scale: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         forward, _ = _kernels()
         channels = int(feature_grid.shape[1])
         dtype = inputs.dtype
         m_max = inputs.max_samples
         sums = torch.empty(inputs.n_rays, 2 + channels, dtype=dtype)
-        buffers = [torch.empty(m_max, dtype=dtype) for _ in range(5)]
-        weights, transmittance, raw_values, slopes, distances = buffers
+        weights, transmittance, raw_values, slopes = (
+            torch.empty(m_max, dtype=dtype) for _ in range(4)
+        )
         colors = torch.empty(m_max, channels, dtype=dtype)
         kept_tick = torch.empty(m_max, dtype=torch.int32)
         kept_counts = torch.empty(inputs.n_rays, dtype=torch.int64)
+        saved = (weights, transmittance, raw_values, slopes, colors, kept_tick, kept_counts)
         scale = math.exp(float(d_scale.detach()))
         kept = forward(
             raw_density.detach().reshape(-1).numpy(),
@@ -327,26 +330,17 @@ class _MarchComposite(torch.autograd.Function):
             inputs.weight_threshold,
             inputs.sigmoid_colors,
             sums.numpy(),
-            weights.numpy(),
-            transmittance.numpy(),
-            raw_values.numpy(),
-            slopes.numpy(),
-            colors.numpy(),
-            kept_tick.numpy(),
-            kept_counts.numpy(),
-            distances.numpy(),
+            *_per_sample_arrays(saved),
         )
-        ctx.inputs, ctx.scale, ctx.kept = inputs, scale, kept
+        ctx.inputs, ctx.scale = inputs, scale
         ctx.grid_shapes = (raw_density.shape, feature_grid.shape, d_scale.shape)
-        weights, distances = weights[:kept], distances[:kept]
-        saved = (weights, transmittance, raw_values, slopes, colors, kept_tick, kept_counts)
-        ctx.save_for_backward(*saved)
-        ctx.mark_non_differentiable(distances)
-        return sums, weights, distances
+        kept_weights = weights[:kept]
+        ctx.save_for_backward(kept_weights, *saved[1:])
+        return sums, kept_weights
 
     @staticmethod
     def backward(
-        ctx: Any, grad_sums: torch.Tensor, grad_weights: torch.Tensor, _: torch.Tensor
+        ctx: Any, grad_sums: torch.Tensor, grad_weights: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
         with one_intra_op_thread(grad_sums.device):
             return _backward(ctx, grad_sums, grad_weights)
@@ -358,7 +352,6 @@ def _backward(
     """`_MarchComposite.backward` on one intra-op thread (the kernel itself is serial)."""
     _, backward = _kernels()
     inputs = ctx.inputs
-    weights, transmittance, raw_values, slopes, colors, kept_tick, kept_counts = ctx.saved_tensors
     raw_shape, feature_shape, scale_shape = ctx.grid_shapes
     dtype = inputs.dtype
     raw_grad = torch.zeros(raw_shape, dtype=dtype)
@@ -379,13 +372,7 @@ def _backward(
         inputs.sigmoid_colors,
         _array(grad_sums, dtype),
         _array(grad_weights, dtype),
-        weights.numpy(),
-        transmittance.numpy(),
-        raw_values.numpy(),
-        slopes.numpy(),
-        colors.numpy(),
-        kept_tick.numpy(),
-        kept_counts.numpy(),
+        *_per_sample_arrays(ctx.saved_tensors),
         features_wanted,
     )
     d_scale_grad = torch.full(scale_shape, grad_log_scale, dtype=dtype)

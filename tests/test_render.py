@@ -408,7 +408,7 @@ def test_compiled_kernels_pass_gradcheck_with_every_gradient_path(model_type: st
         raw: torch.Tensor, features: torch.Tensor, d_scale: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         grids = WithGrids(raw_density=raw, feature_grid=features, d_scale=d_scale)
-        sums, weights, _ = march_and_composite(grids, origins, directions, t_enter, counts, ticks)
+        sums, weights = march_and_composite(grids, origins, directions, t_enter, counts, ticks)
         return sums, torch.log1p(10.0 * weights)
 
     params = [p.detach().clone().requires_grad_() for p in (field.raw_density, field.feature_grid)]
