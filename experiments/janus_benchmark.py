@@ -24,7 +24,14 @@ import torch
 
 from sjc_dsds.config import SJCConfig, ToyConfig
 from sjc_dsds.runtime import cpu_model
-from sjc_dsds.toy.arms import ARMS, ArmRun, norm_matching, train_arm, view_prompts
+from sjc_dsds.toy.arms import (
+    ARMS,
+    ArmRun,
+    exact_view_oracle,
+    norm_matching,
+    train_arm,
+    view_prompts,
+)
 from sjc_dsds.toy.captions import CaptionProbe
 from sjc_dsds.toy.denoiser import ToyScoreModel
 from sjc_dsds.toy.gates import (
@@ -107,7 +114,8 @@ def run_scene(scene: str, size: dict, args: argparse.Namespace, record: dict) ->
         model_g = model.with_guidance(guidance)
         for name in FIXED_POINT_ARMS:
             cfg = base.model_copy(update={"n_steps": size["fixed_point_steps"], **ARMS[name].flags})
-            run = train_arm(cfg, model_g.oracle_copy(), prompts["plain"], start_from=scene)
+            run = train_arm(cfg, model_g, prompts["plain"], start_from=scene,
+                            view_condition=exact_view_oracle(model_g))  # fmt: skip
             end = field_scores(run.field, reference, cfg)
             row = {"scene": scene, "arm": name, "start_psnr": start["psnr"]}
             row.update(end_psnr=end["psnr"], end_pose_error_deg=end["pose_error_deg"])
@@ -116,10 +124,11 @@ def run_scene(scene: str, size: dict, args: argparse.Namespace, record: dict) ->
             runs: dict[str, ArmRun] = {}
             for name, arm in ARMS.items():
                 cfg = base.model_copy(update={"seed": seed, **arm.flags})
-                m = model_g.oracle_copy() if arm.oracle_views else model_g
+                oracle = exact_view_oracle(model_g) if arm.oracle_views else None
                 transform = norm_matching(runs["score_dynamic"].score_abs_mean) if (
                     arm.norm_matched) else None  # fmt: skip
-                runs[name] = train_arm(cfg, m, prompts[name], score_transform=transform)
+                runs[name] = train_arm(cfg, model_g, prompts[name], score_transform=transform,
+                                       view_condition=oracle)  # fmt: skip
                 scores = field_scores(runs[name].field, reference, cfg)
                 scores["clipped_frac"] = sum(runs[name].clipped_frac) / cfg.n_steps
                 record["runs"].setdefault(g, {}).setdefault(name, {}).setdefault(scene, {})[

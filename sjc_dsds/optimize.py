@@ -51,7 +51,7 @@ from sjc_dsds.run_dir import (
     write_status,
 )
 from sjc_dsds.runtime import RandomStreams, resolve_device, seed_everything
-from sjc_dsds.score import ScoreModel, sample_train_sigma, sjc_score
+from sjc_dsds.score import Conditioning, ScoreModel, sample_train_sigma, sjc_score
 from sjc_dsds.score_debiasing import clip_score, score_threshold
 from sjc_dsds.snapshots import save_snapshot, snapshot_caption
 from sjc_dsds.stopping import EXIT_INTERRUPTED, StopRequest
@@ -102,6 +102,9 @@ class RunState:
     render_fixed_shape: bool | None = None
     # Optional map (score, step) -> score applied after clipping (benchmarks: a norm-matched arm).
     score_transform: Callable[[torch.Tensor, int], torch.Tensor] | None = None
+    # Optional conditioning of each training view in place of its label's prompt (benchmarks:
+    # an oracle that knows the exact camera, which a view word cannot say).
+    view_condition: Callable[[TrainView], Conditioning] | None = None
 
     @classmethod
     def create(
@@ -185,7 +188,10 @@ def sjc_step(state: RunState) -> tuple[dict[str, Any], TrainView, RenderOutput]:
     render = out.image.detach()
     noised = render + sigma * noise
     with torch.no_grad():
-        cond = model.condition(state.prompts.text(view.label))
+        if state.view_condition is not None:
+            cond = state.view_condition(view)
+        else:
+            cond = model.condition(state.prompts.text(view.label))
         denoised = model.denoise(noised, sigma, cond).to(render.dtype)
         # SJC's score, checked before D-SDS clips it elementwise (docs/method.md A.4, B.2).
         score = sjc_score(render, noised, denoised, sigma, variance_reduced=cfg.var_red)

@@ -11,6 +11,7 @@ from sjc_dsds.score import denoised_from_eps, guidance_combine
 from sjc_dsds.toy.captions import Caption
 from sjc_dsds.toy.denoiser import (
     ToyScoreModel,
+    camera_directions,
     guided_denoised,
     posterior_mean,
     scaled_linear_sigmas,
@@ -164,3 +165,26 @@ def test_toy_model_rejects_wrong_shape_and_decodes_to_unit_range():
         model.denoise(torch.zeros(1, 3, 4, 4), 1.0, model.condition("a head"))
     decoded = model.decode(torch.tensor([-2.0, -1.0, 0.0, 1.0]))
     assert decoded.tolist() == [0.0, 0.0, 0.5, 1.0]
+
+
+def test_exact_view_oracle_conditions_on_the_nearest_cameras_whatever_the_captions():
+    from sjc_dsds.cameras import Camera, look_at
+
+    azimuths = [0.0, 20.0, 90.0, 180.0, 200.0, 270.0]
+    eyes = [(-math.cos(math.radians(a)), 0.2, math.sin(math.radians(a))) for a in azimuths]
+    cameras = [Camera(look_at(eye), 60.0, 2, 2) for eye in eyes]
+    model = _tiny_model(guidance_scale=4.0)
+    model.image_directions = camera_directions(cameras)
+    # A camera at azimuth 190: the two nearest are 180 and 200 (indices 3, 4), although their
+    # captions say 'head' and 'side' and image 5's caption has another noun.
+    query = Camera(
+        look_at((-math.cos(math.radians(190)), 0.25, math.sin(math.radians(190)))), 60.0, 2, 2
+    )
+    cond = model.condition_near_camera(query, 2)
+    assert torch.isfinite(cond.cond[0]).nonzero().flatten().tolist() == [3, 4]
+    # Uniform over the chosen images; guided against the unconditional prompt (every image).
+    assert torch.allclose(cond.cond[0][[3, 4]].exp(), torch.full((2,), 0.5, dtype=torch.float64))
+    assert torch.equal(cond.uncond, model.condition("").cond)
+    assert model.condition_near_camera(query, 100).cond.isfinite().sum() == 6
+    with pytest.raises(ValueError, match="camera of every prior image"):
+        _tiny_model(guidance_scale=1.0).condition_near_camera(query, 2)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sjc_dsds.toy.arms import train_arm, view_prompts
+from sjc_dsds.toy.denoiser import ToyScoreModel
 from sjc_dsds.toy.gates import (
     bootstrap_mean,
     gate_bias,
@@ -64,3 +66,23 @@ def test_probe_decision_accuracy_against_the_ideal_decisions():
     p = probe.p_view(["a smiling head", "a braided head"])
     assert p[0, 0] > p[1, 0]
     assert torch.allclose(p.sum(1), torch.ones(2))
+
+
+def test_view_condition_replaces_the_label_prompt_of_each_step():
+    small = {"toy.n_images": 32, "vox.grid_size": 8, "pose.rend_hw": 8, "n_steps": 4}
+    cfg = world_config("head", **small)
+    model = ToyScoreModel.from_config(cfg, torch.device("cpu"))
+    prompts = view_prompts(cfg, torch.device("cpu"), None)
+    seen = []
+
+    def same_as_label(view):
+        seen.append(view.label)
+        return model.condition(prompts.text(view.label))
+
+    plain = train_arm(cfg, model, prompts)
+    hooked = train_arm(cfg, model, prompts, view_condition=same_as_label)
+    assert len(seen) == 4
+    assert torch.equal(plain.field.raw_density, hooked.field.raw_density)
+    # Another conditioning per view changes the run: the hook is what the step used.
+    other = train_arm(cfg, model, prompts, view_condition=lambda view: model.condition("a head"))
+    assert not torch.equal(plain.field.raw_density, other.field.raw_density)

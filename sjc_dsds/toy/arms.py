@@ -14,13 +14,16 @@ from typing import Any
 
 import torch
 
+from sjc_dsds.cameras import TrainView
 from sjc_dsds.config import SJCConfig
 from sjc_dsds.field import VoxelRadianceField
 from sjc_dsds.optimize import RunState, sjc_step
 from sjc_dsds.prompts import ViewPrompts, build_view_prompts
-from sjc_dsds.score import ScoreModel
+from sjc_dsds.score import Conditioning, ScoreModel
 from sjc_dsds.toy.captions import CaptionProbe
+from sjc_dsds.toy.denoiser import ToyScoreModel
 from sjc_dsds.toy.ground_truth import ground_truth_field
+from sjc_dsds.toy.world import ORACLE_NEAREST_IMAGES
 
 # D-SDS's Stable Diffusion values (docs/method.md B.3) for the score arms.
 SCORE_THRES = 8.0
@@ -29,7 +32,8 @@ SCORE_THRES = 8.0
 @dataclass(frozen=True)
 class Arm:
     """One benchmark arm: flags over the world's, which probe debiases the prompt (None: no
-    prompt debiasing, 'independent' or 'oracle'), whether the model sees true views, and
+    prompt debiasing, 'independent' or 'oracle'), whether the model sees the exact view
+    (`exact_view_oracle`), and
     whether the score is rescaled to the dynamic-clipping arm's mean |score| each step."""
 
     name: str
@@ -77,6 +81,16 @@ def norm_matching(target: list[float]) -> Callable[[torch.Tensor, int], torch.Te
     return transform
 
 
+def exact_view_oracle(model: ToyScoreModel) -> Callable[[TrainView], Conditioning]:
+    """The oracle-caption arm's conditioning: each training view gets the prior images of the
+    cameras nearest its own (`ToyScoreModel.condition_near_camera`)."""
+
+    def condition(view: TrainView) -> Conditioning:
+        return model.condition_near_camera(view.camera, ORACLE_NEAREST_IMAGES)
+
+    return condition
+
+
 def view_prompts(cfg: SJCConfig, device: torch.device, probe: CaptionProbe | None) -> ViewPrompts:
     """Plain view prompts, or debiased ones with `probe` (an arm's probe)."""
     if probe is None:
@@ -99,12 +113,14 @@ def train_arm(
     prompts: ViewPrompts,
     start_from: str | None = None,
     score_transform: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+    view_condition: Callable[[TrainView], Conditioning] | None = None,
 ) -> ArmRun:
-    """Run SJC for cfg.n_steps with these prompts; `start_from` a scene starts at its ground
-    truth instead of SJC's fog."""
+    """Run SJC for cfg.n_steps with these prompts (or `view_condition` of each view instead);
+    `start_from` a scene starts at its ground truth instead of SJC's fog."""
     state = RunState.create(cfg.model_copy(update={"prompt_debias": False}), model)
     state.prompts = prompts
     state.score_transform = score_transform
+    state.view_condition = view_condition
     if start_from is not None:
         load_ground_truth(state.field, cfg, start_from)
     score_abs, clipped = [], []

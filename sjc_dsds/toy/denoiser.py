@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from sjc_dsds.cameras import Camera
 from sjc_dsds.config import SJCConfig
 from sjc_dsds.errors import ConfigError
 from sjc_dsds.score import SD_BETA_END, SD_BETA_START, Conditioning, ScoreModel
@@ -26,6 +27,13 @@ from sjc_dsds.toy.captions import (
 )
 
 SD_N_TRAIN_STEPS = 1000
+
+
+def camera_directions(cameras: Sequence[Camera]) -> torch.Tensor:
+    """Unit vectors [n, 3] float64 from the origin (the object) to each camera's eye."""
+    eyes = torch.stack([camera.cam_to_world[:3, 3].detach().cpu() for camera in cameras])
+    eyes = eyes.to(torch.float64)
+    return eyes / eyes.norm(dim=1, keepdim=True)
 
 
 def scaled_linear_sigmas(
@@ -113,6 +121,7 @@ class ToyScoreModel(ScoreModel):
         device: torch.device,
         view_words: Mapping[str, str] = DEFAULT_VIEW_WORDS,
         image_views: Sequence[str] | None = None,
+        image_directions: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         if images.ndim != 4 or images.shape[0] != len(captions):
@@ -130,6 +139,8 @@ class ToyScoreModel(ScoreModel):
         self.sigmas = scaled_linear_sigmas()
         self.data_shape = tuple(images.shape[1:])
         self.image_views = None if image_views is None else list(image_views)
+        # Unit vectors from the object to each image's camera, for `condition_near_camera`.
+        self.image_directions = image_directions
         self.oracle = False
 
     @classmethod
@@ -144,8 +155,11 @@ class ToyScoreModel(ScoreModel):
         check_toy_config(cfg)
         prior = build_prior_from_config(cfg, device)
         views = [view.label for view in prior.plan.views]
+        directions = camera_directions([view.camera for view in prior.plan.views])
         guidance = cfg.toy.guidance_scale
-        return cls(prior.images, prior.captions, guidance, device, prior.view_words, views)
+        return cls(
+            prior.images, prior.captions, guidance, device, prior.view_words, views, directions
+        )
 
     def with_guidance(self, guidance_scale: float) -> ToyScoreModel:
         """The same model (sharing its images) at another guidance scale."""
@@ -162,6 +176,24 @@ class ToyScoreModel(ScoreModel):
         other = self.with_guidance(self.guidance_scale)
         other.oracle = True
         return other
+
+    def condition_near_camera(self, camera: Camera, n_nearest: int) -> Conditioning:
+        """The exact-view oracle's conditioning: uniform over the `n_nearest` images whose
+        cameras point most nearly along `camera`'s direction (whatever their captions say),
+        guided against the unconditional prompt. It tells the model which side of the object
+        it sees, which the four view words cannot (one 'side' word covers left and right)."""
+        if self.image_directions is None:
+            raise ValueError("condition_near_camera needs the camera of every prior image")
+        direction = camera_directions([camera])[0]
+        nearness = self.image_directions @ direction
+        nearest = nearness.topk(min(n_nearest, nearness.shape[0])).indices
+        chosen = torch.zeros(nearness.shape[0], dtype=torch.bool)
+        chosen[nearest] = True
+        cond = uniform_log_weights(chosen).to(self.device)[None]
+        uncond = None
+        if self.guidance_scale != 1.0:
+            uncond = self.condition(self.negative_prompt).cond
+        return Conditioning(f"<{n_nearest} images nearest the camera>", cond, uncond)
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """Log-prior over the dataset per prompt: [n_prompts, n_images] float64."""

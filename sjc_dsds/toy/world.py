@@ -48,3 +48,8 @@ POSE_N_AZIMUTHS = 72
 
 # Seed offset of the independent probe's caption corpus (a separate draw of the same world).
 PROBE_SEED_OFFSET = 1
+
+# The exact-view oracle (the oracle-caption arm, gates G1 and G2) conditions each training view
+# on this many prior images taken from the nearest camera directions: a handful, so that its
+# target is a view-specific mean rather than one memorised image. Fixed before any run.
+ORACLE_NEAREST_IMAGES = 16
