@@ -50,10 +50,10 @@ from sjc_dsds.toy.protocol import DEV_SCENES, WORLD_FLAGS, scene_prompt, world_c
 TIERS: dict[str, dict[str, Any]] = {
     "quick": {"scenes": ["head"], "seeds": [0], "guidance": [3.0], "n_steps": 40,
               "fixed_point_steps": 20, "n_images": 128},
-    "dev": {"scenes": list(DEV_SCENES), "seeds": [0, 1, 2, 3, 4], "guidance": [3.0, 100.0],
-            "n_steps": 100, "fixed_point_steps": 60, "n_images": 512},
+    "dev": {"scenes": list(DEV_SCENES), "seeds": [0, 1, 2, 3, 4], "guidance": [3.0],
+            "n_steps": 300, "fixed_point_steps": 300, "n_images": 2048},
     "full": {"scenes": list(DEV_SCENES), "seeds": [0, 1, 2, 3, 4], "guidance": [3.0, 100.0],
-             "n_steps": 800, "fixed_point_steps": 400, "n_images": 512},
+             "n_steps": 300, "fixed_point_steps": 300, "n_images": 2048},
 }  # fmt: skip
 FIXED_POINT_ARMS = ("plain", "score_dynamic", "score_static")
 PROBE_DISAGREEMENTS = (0.0, 0.1, 0.3, 0.5)

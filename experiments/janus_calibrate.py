@@ -1,6 +1,7 @@
 """Calibrate the Janus benchmark v2's optimisation settings on its controls only (issue 14).
 
-    python experiments/janus_calibrate.py --lr 1.0 --n_steps 150 --seeds 0,1,2,3,4
+    python experiments/janus_calibrate.py              # the shipped world: lr 0.5, 300 steps
+    python experiments/janus_calibrate.py --lr 1.0 --n_steps 150 --n_images 512 --label_oracle
 
 Runs, per dev scene and seed, only the runs that no debiasing method takes part in: the
 exact-view oracle arm from fog (the reachability control of gate G2; `--label_oracle` adds the
@@ -40,8 +41,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", nargs="+", default=list(DEV_SCENES), choices=DEV_SCENES)
     parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--n_steps", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=None, help="default: the world's")
+    parser.add_argument("--n_steps", type=int, default=300)
     parser.add_argument("--fixed_point_steps", type=int, default=None, help="default: n_steps")
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--n_images", type=int, default=None, help="prior size (--toy.n_images)")
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     for scene in args.scenes:
         world = {"toy.n_images": args.n_images} if args.n_images else {}
-        base = world_config(scene, n_steps=args.n_steps, lr=args.lr, **world)
+        world.update({"lr": args.lr} if args.lr else {})
+        base = world_config(scene, n_steps=args.n_steps, **world)
         model = ToyScoreModel.from_config(base, cpu).with_guidance(args.guidance)
         label_oracle = model.oracle_copy()
         oracle = exact_view_oracle(model)
@@ -109,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         run = train_arm(fixed, model, prompts, start_from=scene, view_condition=oracle)
         entry["fixed_point"] = scores_at(run.field, reference, fixed, tolerances)
         record["scenes"][scene] = entry
-        print(f"\n{scene} (lr {args.lr}, {args.n_steps} steps, guidance {args.guidance}, "
-              f"{time.perf_counter() - start:.0f} s)")  # fmt: skip
+        print(f"\n{scene} (lr {base.lr}, {base.toy.n_images} images, {args.n_steps} steps, "
+              f"guidance {args.guidance}, {time.perf_counter() - start:.0f} s)")  # fmt: skip
         for tolerance in map(str, tolerances):
             print(f"  colour tolerance {tolerance}")
             for name in ("truth_at_grid", "faceless", "two_faced", "fixed_point"):

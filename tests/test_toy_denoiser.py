@@ -10,6 +10,7 @@ import torch
 from sjc_dsds.score import denoised_from_eps, guidance_combine
 from sjc_dsds.toy.captions import Caption
 from sjc_dsds.toy.denoiser import (
+    ImageBank,
     ToyScoreModel,
     camera_directions,
     guided_denoised,
@@ -188,3 +189,22 @@ def test_exact_view_oracle_conditions_on_the_nearest_cameras_whatever_the_captio
     assert model.condition_near_camera(query, 100).cond.isfinite().sum() == 6
     with pytest.raises(ValueError, match="camera of every prior image"):
         _tiny_model(guidance_scale=1.0).condition_near_camera(query, 2)
+
+
+@pytest.mark.parametrize("n_kept", [3, 40])  # a narrow prompt's subset, and a wide prompt
+def test_posterior_at_the_smallest_ladder_sigma_and_render_size_matches_direct_differences(
+    n_kept,
+):
+    # The expanded |z|^2 - 2 z.x + |x|^2 must not lose the posterior where it is sharpest:
+    # 32x32 RGB images, z near two images, SD's smallest sigma; oracle: float64 differences.
+    generator = torch.Generator().manual_seed(9)
+    images = torch.rand(48, 3 * 32 * 32, generator=generator) * 2 - 1
+    sigma = float(scaled_linear_sigmas()[0])
+    noised = 0.5 * (images[0] + images[1])[None] + sigma * torch.randn(1, 3072, generator=generator)
+    log_prior = torch.full((48,), float("-inf"), dtype=torch.float64)
+    log_prior[:n_kept] = 0.0
+    differences = (noised.double() - images.double()).square().sum(1)
+    expected_logits = log_prior - differences / (2 * sigma**2)
+    expected = torch.log_softmax(expected_logits, dim=0).exp() @ images.double()
+    actual = posterior_mean(noised, ImageBank.of(images), log_prior, sigma)
+    torch.testing.assert_close(actual.double()[0], expected, atol=1e-5, rtol=1e-5)
