@@ -43,8 +43,8 @@ SEEDS = (0, 1, 2)
 @pytest.mark.xfail(
     reason="world v2 (issue 14): plain SJC with view-word prompts does not reliably recover the "
     "silhouette (median worst-view IoU 0.768 at these flags; 0.551 at the benchmark's lr 0.5 and "
-    "2048 images); the exact-view oracle does (benchmark gate G2), so the view words' left/right "
-    "ambiguity is the likely cause, not the optimiser",
+    "2048 images); the exact-view oracle does (benchmark gate G2), so the view-word prompts, "
+    "not the optimiser, are what fails (experiments/README.md, Janus benchmark v2)",
     strict=False,
 )
 def test_plain_sjc_on_an_unbiased_prior_recovers_the_silhouette_from_every_side(tmp_path):
