@@ -171,7 +171,7 @@ class ToyScoreModel(ScoreModel):
             )
         self.device = device
         self.images = images.to(device=device, dtype=torch.float32)
-        self.flat_images = ImageBank.of(self.images.flatten(1))
+        self.image_bank = ImageBank.of(self.images.flatten(1))
         self.captions = list(captions)
         self.vocabulary = caption_vocabulary(self.captions)
         self.view_words = dict(view_words)
@@ -257,9 +257,9 @@ class ToyScoreModel(ScoreModel):
             )
         _, sigma = self.snap(sigma)
         flat = noised.flatten(1).to(torch.float32)
-        denoised = posterior_mean(flat, self.flat_images, cond.cond[0], sigma)
+        denoised = posterior_mean(flat, self.image_bank, cond.cond[0], sigma)
         if cond.uncond is not None:
-            denoised_uncond = posterior_mean(flat, self.flat_images, cond.uncond[0], sigma)
+            denoised_uncond = posterior_mean(flat, self.image_bank, cond.uncond[0], sigma)
             denoised = guided_denoised(denoised_uncond, denoised, self.guidance_scale)
         return denoised.reshape(noised.shape).to(noised.dtype)
 
