@@ -67,6 +67,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scenes", nargs="+", default=None, choices=DEV_SCENES)
     parser.add_argument("--seeds", default=None, help="run seeds, e.g. 0,1,2")
     parser.add_argument("--n_steps", type=int, default=None)
+    parser.add_argument("--guidance", default=None, help="guidance scales, e.g. 100 or 3,100")
     parser.add_argument("--disagreement", type=float, default=0.3, help="independent probe")
     parser.add_argument("--out", default="janus_results.json")
     parser.add_argument("--threads", type=int, default=1)
@@ -214,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         size["scenes"] = args.scenes
     if args.seeds:
         size["seeds"] = [int(s) for s in args.seeds.split(",")]
+    if args.guidance:
+        size["guidance"] = [float(g) for g in args.guidance.split(",")]
     if args.n_steps:
         size["n_steps"] = size["fixed_point_steps"] = args.n_steps
     record: dict[str, Any] = {
