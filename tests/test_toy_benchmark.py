@@ -23,12 +23,14 @@ def _load_benchmark():
 def test_quick_tier_on_held_out_scenes_writes_gates_and_per_arm_intervals(tmp_path, capsys):
     benchmark = _load_benchmark()
     out = tmp_path / "r.json"
-    argv = ["--tier", "quick", "--scene_seeds", "3", "--n_steps", "3", "--out", str(out)]
+    argv = ["--tier", "quick", "--scene_seeds", "3", "--n_steps", "3", "--guidance", "2.5"]
+    argv += ["--out", str(out)]
     assert benchmark.main(argv) == 0
     record = json.loads(out.read_text())
     assert record["world_hash"] and record["commit"]
     assert record["settings"]["scenes"] == ["seed3"]
-    gates = record["gates"]["3.0"]
+    assert list(record["gates"]) == ["2.5"]  # --guidance replaced the tier's scales
+    gates = record["gates"]["2.5"]
     assert set(gates) == {
         "G1_fixed_point",
         "G2_reachable",
@@ -36,7 +38,7 @@ def test_quick_tier_on_held_out_scenes_writes_gates_and_per_arm_intervals(tmp_pa
         "G4_neutral_prompt_bit_equal",
     }
     assert gates["G4_neutral_prompt_bit_equal"] is True
-    summary = record["summary"]["3.0"]
+    summary = record["summary"]["2.5"]
     assert set(summary) == set(benchmark.ARMS)
     for metrics in summary.values():
         for key in benchmark.TABLE_KEYS:
