@@ -14,18 +14,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sjc_dsds.config import SJCConfig, ToyConfig
+from sjc_dsds.prompts import ViewPrompts
 from sjc_dsds.runtime import cpu_model
 from sjc_dsds.toy.arms import (
     ARMS,
+    Arm,
     ArmRun,
     exact_view_oracle,
     norm_matching,
@@ -70,7 +74,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--guidance", default=None, help="guidance scales, e.g. 100 or 3,100")
     parser.add_argument("--disagreement", type=float, default=0.3, help="independent probe")
     parser.add_argument("--out", default="janus_results.json")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes (one torch thread each); same results"
+    )
     return parser.parse_args(argv)
 
 
@@ -91,59 +97,178 @@ def fields_equal(a: ArmRun, b: ArmRun) -> bool:
     )
 
 
-def run_scene(scene: str, size: dict, args: argparse.Namespace, record: dict) -> None:
-    """Every run of one scene: probes, G1, arms per guidance and seed, G3's control, G4."""
+@dataclass
+class SceneSetup:
+    """What every run of one scene needs: its configs, models, reference and prompts."""
+
+    scene: str
+    base: SJCConfig
+    model: ToyScoreModel
+    unbiased: ToyScoreModel
+    reference: Any
+    prompts: dict[str, ViewPrompts]
+    neutral: ViewPrompts
+    probes: dict[str, CaptionProbe]
+    probe_accuracy: dict[str, float]
+
+
+def scene_setup(scene: str, size: dict, disagreement: float) -> SceneSetup:
+    """Render the scene's prior (biased, and unbiased for G3's control) and build its prompts."""
     cpu = torch.device("cpu")
     base = world_config(scene, n_steps=size["n_steps"], **{"toy.n_images": size["n_images"]})
     model = ToyScoreModel.from_config(base, cpu)
-    reference = build_reference(scene, base, cpu)
     ideal = ideal_probe(base)
-    probes = {"independent": independent_probe(base, args.disagreement),
+    probes = {"independent": independent_probe(base, disagreement),
               "oracle": CaptionProbe(model.captions, model.view_words)}  # fmt: skip
     accuracy = {str(d): decision_accuracy(independent_probe(base, d), ideal, base)["accuracy"]
                 for d in PROBE_DISAGREEMENTS}  # fmt: skip
     accuracy["oracle"] = decision_accuracy(probes["oracle"], ideal, base)["accuracy"]
-    record["probe_accuracy"][scene] = accuracy
     prompts = {name: view_prompts(base, cpu, probes.get(arm.probe)) for name, arm in ARMS.items()}
-    record["prompts"][scene] = {name: p.texts for name, p in prompts.items()}
-    start = field_scores(ground_truth_field(scene, base, cpu, side=32), reference, base)
     unbiased_cfg = world_config(scene, **{"toy.n_images": size["n_images"], "toy.front_bias": 0.0})
-    unbiased = ToyScoreModel.from_config(unbiased_cfg, cpu)
     neutral = view_prompts(base.model_copy(update={"toy": neutral_toy(base, scene)}), cpu, None)
+    return SceneSetup(scene, base, model, ToyScoreModel.from_config(unbiased_cfg, cpu),
+                      build_reference(scene, base, cpu), prompts, neutral, probes,
+                      accuracy)  # fmt: skip
+
+
+def run_gate_unit(setup: SceneSetup, size: dict) -> dict:
+    """G1's runs (ground-truth start, exact-view oracle) per guidance, and G4's neutral runs."""
+    cpu = torch.device("cpu")
+    base, scene = setup.base, setup.scene
+    start = field_scores(ground_truth_field(scene, base, cpu, side=32), setup.reference, base)
+    fixed_point: dict[str, list] = {}
     for guidance in size["guidance"]:
-        g = str(guidance)
-        model_g = model.with_guidance(guidance)
+        model_g = setup.model.with_guidance(guidance)
         for name in FIXED_POINT_ARMS:
             cfg = base.model_copy(update={"n_steps": size["fixed_point_steps"], **ARMS[name].flags})
-            run = train_arm(cfg, model_g, prompts["plain"], start_from=scene,
+            run = train_arm(cfg, model_g, setup.prompts["plain"], start_from=scene,
                             view_condition=exact_view_oracle(model_g))  # fmt: skip
-            end = field_scores(run.field, reference, cfg)
+            end = field_scores(run.field, setup.reference, cfg)
             row = {"scene": scene, "arm": name, "start_psnr": start["psnr"]}
             row.update(end_psnr=end["psnr"], end_pose_error_deg=end["pose_error_deg"])
-            record["fixed_point"].setdefault(g, []).append(row)
-        for seed in size["seeds"]:
-            runs: dict[str, ArmRun] = {}
-            for name, arm in ARMS.items():
-                cfg = base.model_copy(update={"seed": seed, **arm.flags})
-                oracle = exact_view_oracle(model_g) if arm.oracle_views else None
-                transform = norm_matching(runs["score_dynamic"].score_abs_mean) if (
-                    arm.norm_matched) else None  # fmt: skip
-                runs[name] = train_arm(cfg, model_g, prompts[name], score_transform=transform,
-                                       view_condition=oracle)  # fmt: skip
-                scores = field_scores(runs[name].field, reference, cfg)
-                scores["clipped_frac"] = sum(runs[name].clipped_frac) / cfg.n_steps
-                record["runs"].setdefault(g, {}).setdefault(name, {}).setdefault(scene, {})[
-                    str(seed)] = scores  # fmt: skip
-            control = train_arm(base.model_copy(update={"seed": seed}),
-                                unbiased.with_guidance(guidance), neutral)  # fmt: skip
-            janus = field_scores(control.field, reference, base)["janus_rate"]
-            record["unbiased_janus"].setdefault(g, {}).setdefault(scene, {})[str(seed)] = janus
+            fixed_point.setdefault(str(guidance), []).append(row)
     short = base.model_copy(update={"n_steps": 10, "toy": neutral_toy(base, scene)})
     neutral_runs = [
-        train_arm(short, model, view_prompts(short, cpu, probes.get(probe)))
+        train_arm(short, setup.model, view_prompts(short, cpu, setup.probes.get(probe)))
         for probe in (None, "independent", "oracle")
     ]
-    record["neutral_equal"][scene] = all(fields_equal(neutral_runs[0], r) for r in neutral_runs[1:])
+    equal = all(fields_equal(neutral_runs[0], r) for r in neutral_runs[1:])
+    return {"fixed_point": fixed_point, "neutral_equal": equal}
+
+
+def run_key(arm: Arm, prompts: ViewPrompts) -> tuple | None:
+    """What decides an arm's run, for arms that depend on nothing else (None: always run)."""
+    if arm.norm_matched or arm.oracle_views:
+        return None
+    return tuple(sorted(arm.flags.items())), tuple(sorted(prompts.texts.items()))
+
+
+def run_seed_unit(setup: SceneSetup, size: dict, seed: int) -> dict:
+    """Every arm and G3's unbiased control for one seed, per guidance. An arm whose flags and
+    prompts equal an earlier arm's is not trained again: the streams are shared, so its run
+    would be the same bit for bit (G4 checks that); it is listed under 'reused'."""
+    base = setup.base
+    out: dict[str, dict] = {"scores": {}, "reused": {}, "unbiased": {}}
+    for guidance in size["guidance"]:
+        g = str(guidance)
+        model_g = setup.model.with_guidance(guidance)
+        runs: dict[str, ArmRun] = {}
+        scores: dict[str, dict] = {}
+        trained: dict[tuple, str] = {}
+        for name, arm in ARMS.items():
+            key = run_key(arm, setup.prompts[name])
+            if key is not None and key in trained:
+                scores[name] = dict(scores[trained[key]])
+                out["reused"].setdefault(g, {})[name] = trained[key]
+                continue
+            cfg = base.model_copy(update={"seed": seed, **arm.flags})
+            oracle = exact_view_oracle(model_g) if arm.oracle_views else None
+            transform = norm_matching(runs["score_dynamic"].score_abs_mean) if (
+                arm.norm_matched) else None  # fmt: skip
+            runs[name] = train_arm(cfg, model_g, setup.prompts[name], score_transform=transform,
+                                   view_condition=oracle)  # fmt: skip
+            scores[name] = field_scores(runs[name].field, setup.reference, cfg)
+            scores[name]["clipped_frac"] = sum(runs[name].clipped_frac) / cfg.n_steps
+            if key is not None:
+                trained[key] = name
+        out["scores"][g] = scores
+        control = train_arm(base.model_copy(update={"seed": seed}),
+                            setup.unbiased.with_guidance(guidance), setup.neutral)  # fmt: skip
+        out["unbiased"][g] = field_scores(control.field, setup.reference, base)
+    return out
+
+
+Unit = tuple[str, str, int]  # ('gates', scene, -1) or ('seed', scene, seed)
+
+
+def run_units(units: list[Unit], size: dict, disagreement: float) -> list[tuple[Unit, dict]]:
+    """Run units in order, building each scene's setup once (one worker's share)."""
+    torch.set_num_threads(1)
+    setups: dict[str, SceneSetup] = {}
+    results = []
+    for unit in units:
+        kind, scene, seed = unit
+        if scene not in setups:
+            setups.clear()  # units come scene by scene: one setup in memory at a time
+            setups[scene] = scene_setup(scene, size, disagreement)
+        setup = setups[scene]
+        if kind == "gates":
+            result = run_gate_unit(setup, size)
+            result["probe_accuracy"] = setup.probe_accuracy
+            result["prompts"] = {name: p.texts for name, p in setup.prompts.items()}
+        else:
+            result = run_seed_unit(setup, size, seed)
+        results.append((unit, result))
+    return results
+
+
+def split_units(units: list[Unit], n_chunks: int) -> list[list[Unit]]:
+    """Contiguous chunks of about equal cost (a seed unit runs 9 arms, a gate unit about 4),
+    so that each worker renders as few scene priors as possible."""
+    cost = [4.0 if kind == "gates" else 9.0 for kind, _, _ in units]
+    total, chunks, current, spent = sum(cost), [], [], 0.0
+    for unit, c in zip(units, cost):
+        current.append(unit)
+        spent += c
+        if spent >= total * (len(chunks) + 1) / n_chunks and len(chunks) < n_chunks - 1:
+            chunks.append(current)
+            current = []
+    chunks.append(current)
+    return [chunk for chunk in chunks if chunk]
+
+
+def run_all(size: dict, args: argparse.Namespace, record: dict) -> None:
+    """Every unit of every scene, on `args.workers` processes, merged into `record` in order."""
+    units: list[Unit] = []
+    for scene in size["scenes"]:
+        units.append(("gates", scene, -1))
+        units.extend(("seed", scene, seed) for seed in size["seeds"])
+    chunks = split_units(units, max(1, args.workers))
+    jobs = [(chunk, size, args.disagreement) for chunk in chunks]
+    if len(chunks) == 1:
+        results = run_units(*jobs[0])
+    else:
+        with multiprocessing.get_context("fork").Pool(len(chunks)) as pool:
+            results = [item for part in pool.starmap(run_units, jobs) for item in part]
+    for (kind, scene, seed), result in results:
+        if kind == "gates":
+            record["probe_accuracy"][scene] = result["probe_accuracy"]
+            record["prompts"][scene] = result["prompts"]
+            for g, rows in result["fixed_point"].items():
+                record["fixed_point"].setdefault(g, []).extend(rows)
+            record["neutral_equal"][scene] = result["neutral_equal"]
+            continue
+        for g, per_arm in result["scores"].items():
+            for name, scores in per_arm.items():
+                record["runs"].setdefault(g, {}).setdefault(name, {}).setdefault(scene, {})[
+                    str(seed)] = scores  # fmt: skip
+            control = result["unbiased"][g]
+            record["unbiased_janus"].setdefault(g, {}).setdefault(scene, {})[str(seed)] = (
+                control["janus_rate"])  # fmt: skip
+            record["unbiased_scores"].setdefault(g, {}).setdefault(scene, {})[str(seed)] = (
+                control)  # fmt: skip
+        for g, reused in result["reused"].items():
+            record["reused_runs"].setdefault(g, {}).setdefault(scene, {})[str(seed)] = reused
 
 
 def neutral_toy(cfg: SJCConfig, scene: str) -> ToyConfig:
@@ -207,7 +332,9 @@ def format_tables(record: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    torch.set_num_threads(args.threads)
+    if args.workers < 1:
+        raise SystemExit(f"--workers must be a positive integer; got {args.workers}")
+    torch.set_num_threads(1)
     size = dict(TIERS[args.tier])
     if args.scene_seeds:
         size["scenes"] = [f"seed{int(s)}" for s in args.scene_seeds.split(",")]
@@ -221,16 +348,14 @@ def main(argv: list[str] | None = None) -> int:
         size["n_steps"] = size["fixed_point_steps"] = args.n_steps
     record: dict[str, Any] = {
         "command": " ".join(["python", *sys.argv]), "commit": commit(), "world_hash": world_hash(),
-        "machine": f"{cpu_model()}, {torch.get_num_threads()} torch threads", "tier": args.tier,
+        "machine": f"{cpu_model()}, {args.workers} workers of 1 torch thread", "tier": args.tier,
         "settings": {**size, "world_flags": WORLD_FLAGS, "disagreement": args.disagreement,
                      "arms": {n: vars(a) for n, a in ARMS.items()}},
         "runs": {}, "fixed_point": {}, "unbiased_janus": {}, "neutral_equal": {},
-        "probe_accuracy": {}, "prompts": {},
+        "probe_accuracy": {}, "prompts": {}, "unbiased_scores": {}, "reused_runs": {},
     }  # fmt: skip
     start = time.perf_counter()
-    for scene in size["scenes"]:
-        run_scene(scene, size, args, record)
-        print(f"{scene} done ({time.perf_counter() - start:.0f} s)", flush=True)
+    run_all(size, args, record)
     record["gates"] = gates(record)
     record["summary"] = summaries(record)
     record["wall_seconds"] = time.perf_counter() - start

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "janus_benchmark.
 def _load_benchmark():
     spec = importlib.util.spec_from_file_location("janus_benchmark", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    # Registered so that dataclasses and the worker pool can find the module by name.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -51,3 +54,43 @@ def test_quick_tier_on_held_out_scenes_writes_gates_and_per_arm_intervals(tmp_pa
     assert record["prompts"]["seed3"]["plain"]["back"] != back
     printed = capsys.readouterr().out
     assert printed.index("G1_fixed_point") < printed.index("total")
+
+
+def test_split_units_keeps_order_and_covers_every_unit():
+    benchmark = _load_benchmark()
+    units = [("gates", "a", -1), *[("seed", "a", s) for s in range(5)]]
+    units += [("gates", "b", -1), *[("seed", "b", s) for s in range(5)]]
+    for n_chunks in (1, 2, 3, 20):
+        chunks = benchmark.split_units(units, n_chunks)
+        assert [unit for chunk in chunks for unit in chunk] == units
+        assert len(chunks) == n_chunks if n_chunks <= 3 else 1 <= len(chunks) <= len(units)
+    halves = benchmark.split_units(units, 2)
+    assert abs(len(halves[0]) - len(halves[1])) <= 2
+
+
+def test_run_key_separates_arms_that_train_differently():
+    benchmark = _load_benchmark()
+    from sjc_dsds.prompts import ViewPrompts
+
+    arms = benchmark.ARMS
+    same = ViewPrompts(texts={"front": "front view of a head", "back": "back view of a head"})
+    other = ViewPrompts(texts={"front": "front view of a head", "back": "back view of a"})
+    key = benchmark.run_key
+    assert key(arms["prompt_oracle"], same) == key(arms["prompt_independent"], same)
+    assert key(arms["prompt_oracle"], same) != key(arms["prompt_independent"], other)
+    assert key(arms["plain"], same) != key(arms["score_dynamic"], same)
+    assert key(arms["score_norm_matched"], same) is None  # depends on another arm's run
+    assert key(arms["oracle_captions"], same) is None  # ignores its prompts
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_same_record_as_one(tmp_path):
+    benchmark = _load_benchmark()
+    records = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"r{workers}.json"
+        argv = ["--tier", "quick", "--seeds", "0,1", "--n_steps", "2", "--workers", workers]
+        assert benchmark.main([*argv, "--out", str(out)]) == 0
+        records.append(json.loads(out.read_text()))
+    for key in ("runs", "fixed_point", "unbiased_scores", "neutral_equal", "gates", "prompts"):
+        assert records[0][key] == records[1][key]
