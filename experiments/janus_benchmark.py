@@ -61,7 +61,10 @@ TIERS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 FIXED_POINT_ARMS = ("plain", "score_dynamic", "score_static")
 PROBE_DISAGREEMENTS = (0.0, 0.1, 0.3, 0.5)
-TABLE_KEYS = ("face_f1", "janus_rate", "faceless_rate", "pose_error_deg", "psnr", "iou")
+TABLE_KEYS = (
+    "face_f1", "janus_rate", "faceless_rate", "two_faced_rate", "turned_rate", "pose_error_deg",
+    "psnr", "iou",
+)  # fmt: skip
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -276,20 +279,35 @@ def neutral_toy(cfg: SJCConfig, scene: str) -> ToyConfig:
     return cfg.toy.model_copy(update={"prompt": scene_prompt(scene, neutral=True)})
 
 
+def per_scene(per_arm: dict, arm: str, key: str) -> dict[str, dict[str, float]]:
+    """{scene: {seed: value}} of one metric of one arm."""
+    return {s: {k: v[key] for k, v in seeds.items()} for s, seeds in per_arm[arm].items()}
+
+
 def gates(record: dict) -> dict[str, dict[str, bool]]:
     """Every gate per guidance (G4 is guidance-free and repeated)."""
     result = {}
     for g, per_arm in record["runs"].items():
-        face = {s: {k: v["face_f1"] for k, v in seeds.items()}
-                for s, seeds in per_arm["oracle_captions"].items()}  # fmt: skip
-        janus = {s: {k: v["janus_rate"] for k, v in seeds.items()}
-                 for s, seeds in per_arm["plain"].items()}  # fmt: skip
         result[g] = {
             "G1_fixed_point": gate_fixed_point(record["fixed_point"][g]),
-            "G2_reachable": gate_reachable(face),
-            "G3_bias_present_and_removable": gate_bias(janus, record["unbiased_janus"][g]),
+            "G2_reachable": gate_reachable(per_scene(per_arm, "oracle_captions", "face_f1")),
+            "G3_bias_present_and_removable": gate_bias(
+                per_scene(per_arm, "plain", "janus_rate"), record["unbiased_janus"][g]
+            ),
             "G4_neutral_prompt_bit_equal": all(record["neutral_equal"].values()),
         }
+    return result
+
+
+def gate_diagnostics(record: dict) -> dict[str, dict[str, bool]]:
+    """G3's rule read on the two-faced rate instead of the Janus rate (not a gate): a turned-
+    around object counts as Janus, but not as two-faced."""
+    result = {}
+    for g, per_arm in record["runs"].items():
+        unbiased = {s: {k: v["two_faced_rate"] for k, v in seeds.items()}
+                    for s, seeds in record["unbiased_scores"][g].items()}  # fmt: skip
+        plain = per_scene(per_arm, "plain", "two_faced_rate")
+        result[g] = {"G3_on_two_faced_rate": gate_bias(plain, unbiased)}
     return result
 
 
@@ -318,6 +336,9 @@ def format_tables(record: dict) -> str:
     for g, passed in record["gates"].items():
         lines.append(f"guidance {g}: " + ", ".join(
             f"{name} {'PASS' if ok else 'FAIL'}" for name, ok in passed.items()))  # fmt: skip
+        lines.append(f"guidance {g} (diagnostic, not a gate): " + ", ".join(
+            f"{name} {'PASS' if ok else 'FAIL'}"
+            for name, ok in record["gate_diagnostics"][g].items()))  # fmt: skip
     for g, per_arm in record["summary"].items():
         if not all(record["gates"][g].values()):
             lines.append(f"\nguidance {g}: FAIL (a gate failed; no method table)")
@@ -357,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     run_all(size, args, record)
     record["gates"] = gates(record)
+    record["gate_diagnostics"] = gate_diagnostics(record)
     record["summary"] = summaries(record)
     record["wall_seconds"] = time.perf_counter() - start
     text = format_tables(record)

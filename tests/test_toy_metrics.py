@@ -18,10 +18,10 @@ from sjc_dsds.toy.metrics import (
     silhouette_iou,
     to_unit_rgb,
 )
-from sjc_dsds.toy.parts import presence_scores
+from sjc_dsds.toy.parts import opposite_view_scores, presence_scores
 from sjc_dsds.toy.protocol import world_config
 from sjc_dsds.toy.scenes import build_scene
-from sjc_dsds.toy.wrong_answers import faceless_scene, two_faced_scene
+from sjc_dsds.toy.wrong_answers import faceless_scene, turned_scene, two_faced_scene
 
 
 def test_psnr_of_hand_computed_errors():
@@ -57,6 +57,23 @@ def test_pose_error_is_the_circular_distance_to_the_best_matching_bank_view():
     assert errors.tolist() == [90.0, 0.0]
 
 
+def test_opposite_view_scores_split_janus_into_two_faced_and_turned():
+    # Six views; views 0-2 are opposite 3-5. The truth shows the face in views 0 and 1 only,
+    # and in both 2 and 5 (a side pair, left out of the split).
+    truth = torch.tensor([True, True, True, False, False, True])
+    assert opposite_view_scores(truth, truth) == {"two_faced_rate": 0.0, "turned_rate": 0.0}
+    everywhere = torch.ones(6, dtype=torch.bool)
+    assert opposite_view_scores(truth, everywhere) == {"two_faced_rate": 1.0, "turned_rate": 0.0}
+    turned = torch.tensor([False, False, True, True, True, True])
+    assert opposite_view_scores(truth, turned) == {"two_faced_rate": 0.0, "turned_rate": 1.0}
+    mixed = torch.tensor([True, False, False, True, True, False])
+    assert opposite_view_scores(truth, mixed) == {"two_faced_rate": 0.5, "turned_rate": 0.5}
+    none = opposite_view_scores(everywhere, everywhere)
+    assert math.isnan(none["two_faced_rate"]) and math.isnan(none["turned_rate"])
+    with pytest.raises(ValueError, match="even number"):
+        opposite_view_scores(truth[:5], truth[:5])
+
+
 @pytest.mark.slow
 def test_ground_truth_faceless_and_two_faced_heads_get_the_expected_part_scores():
     cfg = world_config("head")
@@ -78,6 +95,7 @@ def test_ground_truth_faceless_and_two_faced_heads_get_the_expected_part_scores(
     assert two_faced["janus_rate"] == 1.0 and two_faced["faceless_rate"] == 0.0
     assert 0.0 < two_faced["face_f1"] < 1.0
     assert two_faced["back_missing_rate"] == 1.0
+    assert two_faced["two_faced_rate"] == 1.0 and two_faced["turned_rate"] == 0.0
     # PSNR is of the mean MSE per class: the faceless head is perfect from behind only.
     assert faceless["psnr_back"] > 60 > 25 > faceless["psnr_front"]
     # v1's flaw: a faceless head beat a two-faced one on PSNR; face-F1 now ranks it last.
@@ -96,12 +114,21 @@ def test_every_scene_rates_its_faceless_and_two_faced_versions_badly(scene_name)
         renders = render_scene_views(built, cameras, cfg, torch.device("cpu"))
         return orbit_scores(to_unit_rgb(renders.image), renders.opacity, reference)
 
-    truth, faceless, two_faced = (
+    truth, faceless, two_faced, turned = (
         scores(scene),
         scores(faceless_scene(scene)),
         scores(two_faced_scene(scene)),
+        scores(turned_scene(scene)),
     )
     assert (truth["face_f1"], truth["janus_rate"], truth["faceless_rate"]) == (1.0, 0.0, 0.0)
+    assert (truth["two_faced_rate"], truth["turned_rate"]) == (0.0, 0.0)
     assert (faceless["face_f1"], faceless["faceless_rate"]) == (0.0, 1.0)
+    assert (faceless["two_faced_rate"], faceless["turned_rate"]) == (0.0, 0.0)
     assert two_faced["janus_rate"] >= 0.5 and two_faced["faceless_rate"] == 0.0
+    assert two_faced["two_faced_rate"] >= 0.5 and two_faced["turned_rate"] == 0.0
     assert faceless["face_f1"] < two_faced["face_f1"] < truth["face_f1"]
+    # Turned around, the Janus rate alone reads like a two-faced object; the opposite-view
+    # split and the pose error tell them apart.
+    assert turned["janus_rate"] >= 0.5 and turned["faceless_rate"] > 0.1
+    assert turned["turned_rate"] >= 0.9 and turned["two_faced_rate"] == 0.0
+    assert turned["pose_error_deg"] > 150

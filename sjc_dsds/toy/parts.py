@@ -99,12 +99,40 @@ def presence_scores(truth: torch.Tensor, predicted: torch.Tensor) -> dict[str, f
     }
 
 
+def opposite_view_scores(truth: torch.Tensor, predicted: torch.Tensor) -> dict[str, float]:
+    """Split the Janus rate's failures over pairs of opposite views of an even ring of views
+    (view i and view i + n/2; bool [n] each), taking the pairs where the truth shows the front
+    part in exactly one view: two_faced_rate is the share that show it in both, turned_rate the
+    share that show it only in the view whose truth lacks it (the object is turned around, one
+    face on the wrong side). nan when there is no such pair."""
+    half = truth.shape[0] // 2
+    if truth.shape[0] != 2 * half:
+        raise ValueError(f"opposite views need an even number of views; got {truth.shape[0]}")
+    first, second = truth[:half], truth[half:]
+    informative = first ^ second
+    n = int(informative.sum())
+    if n == 0:
+        return {"two_faced_rate": float("nan"), "turned_rate": float("nan")}
+    shown_true = torch.where(first, predicted[:half], predicted[half:])
+    shown_false = torch.where(first, predicted[half:], predicted[:half])
+    return {
+        "two_faced_rate": int((informative & shown_true & shown_false).sum()) / n,
+        "turned_rate": int((informative & ~shown_true & shown_false).sum()) / n,
+    }
+
+
 def part_scores(truth_roles: torch.Tensor, render_roles: torch.Tensor) -> dict[str, float]:
-    """Front- and back-part scores of a render's role map against the truth's ([n, h, w] each):
-    face_f1, janus_rate, faceless_rate, back_f1, back_extra_rate, back_missing_rate."""
-    front = presence_scores(part_present(truth_roles, "front"), part_present(render_roles, "front"))
+    """Front- and back-part scores of a render's role map against the truth's ([n, h, w] each,
+    an even ring of views): face_f1, janus_rate, faceless_rate, two_faced_rate, turned_rate,
+    back_f1, back_extra_rate, back_missing_rate."""
+    truth_front, render_front = (
+        part_present(truth_roles, "front"),
+        part_present(render_roles, "front"),
+    )
+    front = presence_scores(truth_front, render_front)
     back = presence_scores(part_present(truth_roles, "back"), part_present(render_roles, "back"))
     return {
+        **opposite_view_scores(truth_front, render_front),
         "face_f1": front["f1"],
         "janus_rate": front["extra_rate"],
         "faceless_rate": front["missing_rate"],

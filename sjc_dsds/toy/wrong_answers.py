@@ -2,7 +2,8 @@
 
 faceless: the front parts repainted in the body's colour (and counted as body), so the shape
 is right and the face is gone; two-faced: the back parts removed and the front parts mirrored
-onto the back (x -> -x; every scene faces -x), the Janus failure.
+onto the back (x -> -x; every scene faces -x), the Janus failure; turned around: the whole
+scene rotated half a turn about the vertical axis, one face on the wrong side.
 """
 
 from __future__ import annotations
@@ -38,3 +39,14 @@ def two_faced_scene(scene: Scene) -> Scene:
     return Scene(
         f"two-faced {scene.name}", scene.noun, scene.front_word, scene.back_word, mirrored + kept
     )
+
+
+def turned_scene(scene: Scene) -> Scene:
+    """`scene` rotated 180 degrees about the vertical (y) axis: (x, z) -> (-x, -z)."""
+    flip = torch.tensor([-1.0, 1.0, -1.0])
+
+    def turned(shape: SignedDistance) -> SignedDistance:
+        return lambda points: shape(points * flip.to(points))
+
+    parts = tuple(Part(turned(p.shape), p.color, p.name, p.role) for p in scene.parts)
+    return Scene(f"turned {scene.name}", scene.noun, scene.front_word, scene.back_word, parts)
