@@ -208,3 +208,28 @@ def test_posterior_at_the_smallest_ladder_sigma_and_render_size_matches_direct_d
     expected = torch.log_softmax(expected_logits, dim=0).exp() @ images.double()
     actual = posterior_mean(noised, ImageBank.of(images), log_prior, sigma)
     torch.testing.assert_close(actual.double()[0], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_narrow_prompt_subsets_are_gathered_once_and_denoise_as_the_full_bank():
+    from sjc_dsds.toy.denoiser import SUBSET_CACHE_MIN_IMAGES, SUBSET_CACHE_SIZE
+
+    generator = torch.Generator().manual_seed(8)
+    n_words = SUBSET_CACHE_SIZE + 2
+    n = 5 * SUBSET_CACHE_MIN_IMAGES * n_words  # each word's subset: 1 / (5 n_words) of the bank
+    images = torch.rand(n, 3, 2, 2, generator=generator) * 2 - 1
+    words = [f"w{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(5 * n_words)]
+    captions = [Caption((words[i % len(words)], "head"), None) for i in range(n)]
+    model = ToyScoreModel(images, captions, 3.0, torch.device("cpu"))
+    noised = torch.randn(2, 3, 2, 2, generator=generator)
+    _, sigma = model.snap(0.3)
+    full = ImageBank.of(model.images.flatten(1))
+    for word in range(n_words):
+        cond = model.condition(f"a {words[word]} head")
+        first = model.denoise(noised, 0.3, cond)
+        again = model.denoise(noised, 0.3, cond)  # from the kept subset
+        direct_cond = posterior_mean(noised.flatten(1), full, cond.cond[0], sigma)
+        direct_uncond = posterior_mean(noised.flatten(1), full, cond.uncond[0], sigma)
+        direct = guided_denoised(direct_uncond, direct_cond, 3.0).reshape(noised.shape)
+        assert torch.equal(first, again)
+        torch.testing.assert_close(first, direct, atol=1e-6, rtol=1e-6)
+    assert len(model._subset_banks) == SUBSET_CACHE_SIZE  # the oldest were dropped

@@ -9,6 +9,7 @@ exact score (D - z) / sigma^2 of the noised image distribution (docs/method.md A
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -74,6 +75,11 @@ class ImageBank(NamedTuple):
 # A prompt that keeps less than this share of the images is evaluated on its subset (a gather);
 # a wider one on every image with weight zero outside it (no copy of most of the bank).
 SUBSET_SHARE = 0.25
+# A model keeps the gathered banks of this many recent prompt subsets of at least
+# SUBSET_CACHE_MIN_IMAGES images (a prompt's subset is the same at every step; a handful of
+# images, as the exact-view oracle's, is cheaper to gather than to look up).
+SUBSET_CACHE_SIZE = 16
+SUBSET_CACHE_MIN_IMAGES = 64
 
 
 def posterior_log_weights(
@@ -182,6 +188,29 @@ class ToyScoreModel(ScoreModel):
         # Unit vectors from the object to each image's camera, for `condition_near_camera`.
         self.image_directions = image_directions
         self.oracle = False
+        self._subset_banks: OrderedDict[bytes, tuple[ImageBank, torch.Tensor]] = OrderedDict()
+
+    def narrowed(self, log_prior: torch.Tensor) -> tuple[ImageBank, torch.Tensor]:
+        """The bank and log prior `posterior_mean` works on: the prompt's subset of the images
+        when it is narrow (gathered once per prompt and kept), else all of them."""
+        keep = torch.isfinite(log_prior)
+        count = int(keep.sum())
+        if count >= SUBSET_SHARE * keep.shape[0]:
+            return self.image_bank, log_prior
+        if count < SUBSET_CACHE_MIN_IMAGES:
+            index = keep.nonzero().flatten()
+            return self.image_bank.rows(index), log_prior[index]
+        key = keep.cpu().numpy().tobytes()
+        hit = self._subset_banks.get(key)
+        if hit is None:
+            index = keep.nonzero().flatten()
+            hit = (self.image_bank.rows(index), index)
+            self._subset_banks[key] = hit
+            if len(self._subset_banks) > SUBSET_CACHE_SIZE:
+                self._subset_banks.popitem(last=False)
+        else:
+            self._subset_banks.move_to_end(key)
+        return hit[0], log_prior[hit[1]]
 
     @classmethod
     def from_config(cls, cfg: SJCConfig, device: torch.device) -> ToyScoreModel:
@@ -257,9 +286,9 @@ class ToyScoreModel(ScoreModel):
             )
         _, sigma = self.snap(sigma)
         flat = noised.flatten(1).to(torch.float32)
-        denoised = posterior_mean(flat, self.image_bank, cond.cond[0], sigma)
+        denoised = posterior_mean(flat, *self.narrowed(cond.cond[0]), sigma)
         if cond.uncond is not None:
-            denoised_uncond = posterior_mean(flat, self.image_bank, cond.uncond[0], sigma)
+            denoised_uncond = posterior_mean(flat, *self.narrowed(cond.uncond[0]), sigma)
             denoised = guided_denoised(denoised_uncond, denoised, self.guidance_scale)
         return denoised.reshape(noised.shape).to(noised.dtype)
 
