@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import subprocess
 import sys
 import time
@@ -209,6 +210,7 @@ def run_units(units: list[Unit], size: dict, disagreement: float) -> list[tuple[
     torch.set_num_threads(1)
     setups: dict[str, SceneSetup] = {}
     results = []
+    start = time.perf_counter()
     for unit in units:
         kind, scene, seed = unit
         if scene not in setups:
@@ -222,6 +224,9 @@ def run_units(units: list[Unit], size: dict, disagreement: float) -> list[tuple[
         else:
             result = run_seed_unit(setup, size, seed)
         results.append((unit, result))
+        label = f"{scene} gates" if kind == "gates" else f"{scene} seed {seed}"
+        elapsed = time.perf_counter() - start
+        print(f"  [pid {os.getpid()}] {label} done ({elapsed:.0f} s)", flush=True)
     return results
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,15 +26,21 @@ from sjc_dsds.prompts import ViewPrompts
 from sjc_dsds.runtime import cpu_model
 from sjc_dsds.toy.captions import PROBE_VIEWS, ParsedPrompt, compatible_captions
 from sjc_dsds.toy.denoiser import ToyScoreModel
-from sjc_dsds.toy.learned import TinyUNet, cache_key, parameter_count, prompt_features
+from sjc_dsds.toy.learned import (
+    CAPTION_DROPOUT,
+    DEFAULT_CACHE_DIR,
+    TinyUNet,
+    model_path,
+    parameter_count,
+    prompt_features,
+    training_settings,
+)
 from sjc_dsds.toy.prior import build_prior_from_config, prior_cache_key
 from sjc_dsds.toy.protocol import world_config
 
-DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sjc_dsds"
 EVAL_T = (10, 50, 100, 200, 300, 500, 700, 969)
 GUIDANCE = (3.0, 10.0, 30.0, 100.0)
 SCORE_THRES = 8.0
-DROPOUT = 0.2
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -45,7 +50,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache_dir", type=Path, default=DEFAULT_CACHE / "toy_denoiser")
+    parser.add_argument("--n_images", type=int, default=None, help="prior size (default: world's)")
+    parser.add_argument(
+        "--front_bias", type=float, default=None, help="prior's front bias (default: world's)"
+    )
+    parser.add_argument("--cache_dir", type=Path, default=DEFAULT_CACHE_DIR)
     parser.add_argument("--out", type=Path, default=None, help="error table JSON")
     parser.add_argument("--threads", type=int, default=1)
     return parser.parse_args(argv)
@@ -78,7 +87,7 @@ def train(prior, args: argparse.Namespace, sigmas: torch.Tensor) -> tuple[TinyUN
     start, losses = time.perf_counter(), []
     for step in range(args.n_steps):
         picks = torch.randint(len(prompts), (args.batch,), generator=generator).tolist()
-        drop = (torch.rand(args.batch, generator=generator) < DROPOUT).tolist()
+        drop = (torch.rand(args.batch, generator=generator) < CAPTION_DROPOUT).tolist()
         picks = [empty if dropped else pick for pick, dropped in zip(picks, drop)]
         index = [prompts[p][0][int(torch.randint(len(prompts[p][0]), (1,), generator=generator))]
                  for p in picks]  # fmt: skip
@@ -92,7 +101,7 @@ def train(prior, args: argparse.Namespace, sigmas: torch.Tensor) -> tuple[TinyUN
         loss.backward()
         optimizer.step()
         schedule.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if step % 250 == 0 or step == args.n_steps - 1:
             print(f"step {step}: loss {sum(losses[-250:]) / len(losses[-250:]):.4f} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
@@ -151,12 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from sjc_dsds.toy.learned import LearnedToyScoreModel
 
-    cfg = world_config(args.scene)
+    overrides = {} if args.front_bias is None else {"toy.front_bias": args.front_bias}
+    if args.n_images is not None:
+        overrides["toy.n_images"] = args.n_images
+    cfg = world_config(args.scene, **overrides)
     prior = build_prior_from_config(cfg, torch.device("cpu"))
-    settings = {"n_steps": args.n_steps, "batch": args.batch, "lr": args.lr, "seed": args.seed,
-                "dropout": DROPOUT, "widths": [32, 64, 96]}  # fmt: skip
-    key = cache_key(prior_cache_key(cfg), settings)
-    path = args.cache_dir / f"{args.scene}-{key}.pt"
+    settings = training_settings(args.n_steps, args.batch, args.lr, args.seed)
+    path = model_path(args.cache_dir, args.scene, prior_cache_key(cfg), settings)
     exact = ToyScoreModel(prior.images, prior.captions, 1.0, torch.device("cpu"), prior.view_words)
     if path.exists():
         print(f"reusing {path}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -104,6 +105,25 @@ def cache_key(prior_key: str, settings: dict) -> str:
     """Cache key of a trained model: the prior's hash and the training settings."""
     text = prior_key + json.dumps(settings, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# Share of training samples with the empty prompt (caption dropout, for guidance).
+CAPTION_DROPOUT = 0.2
+UNET_WIDTHS = (32, 64, 96)
+DEFAULT_CACHE_DIR = (
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sjc_dsds" / "toy_denoiser"
+)
+
+
+def training_settings(n_steps: int, batch: int = 32, lr: float = 2e-3, seed: int = 0) -> dict:
+    """The training settings a cached model's key covers (experiments/train_toy_denoiser.py)."""
+    return {"n_steps": n_steps, "batch": batch, "lr": lr, "seed": seed,
+            "dropout": CAPTION_DROPOUT, "widths": list(UNET_WIDTHS)}  # fmt: skip
+
+
+def model_path(cache_dir: Path, scene: str, prior_key: str, settings: dict) -> Path:
+    """Where the model of this prior (`prior_cache_key`) and these settings is cached."""
+    return Path(cache_dir) / f"{scene}-{cache_key(prior_key, settings)}.pt"
 
 
 class LearnedToyScoreModel(ScoreModel):
