@@ -151,13 +151,21 @@ def run_gate_unit(setup: SceneSetup, size: dict) -> dict:
             row = {"scene": scene, "arm": name, "start_psnr": start["psnr"]}
             row.update(end_psnr=end["psnr"], end_pose_error_deg=end["pose_error_deg"])
             fixed_point.setdefault(str(guidance), []).append(row)
-    short = base.model_copy(update={"n_steps": 10, "toy": neutral_toy(base, scene)})
+    short = plain_config(base, base.seed).model_copy(
+        update={"n_steps": 10, "toy": neutral_toy(base, scene)}
+    )
     neutral_runs = [
         train_arm(short, setup.model, view_prompts(short, cpu, setup.probes.get(probe)))
         for probe in (None, "independent", "oracle")
     ]
     equal = all(fields_equal(neutral_runs[0], r) for r in neutral_runs[1:])
     return {"fixed_point": fixed_point, "neutral_equal": equal}
+
+
+def plain_config(base: SJCConfig, seed: int) -> SJCConfig:
+    """The run config of plain SJC for one seed (SJC's default config clips the score, as
+    D-SDS does; the controls must not)."""
+    return base.model_copy(update={"seed": seed, **ARMS["plain"].flags})
 
 
 def run_key(arm: Arm, prompts: ViewPrompts) -> tuple | None:
@@ -196,8 +204,8 @@ def run_seed_unit(setup: SceneSetup, size: dict, seed: int) -> dict:
             if key is not None:
                 trained[key] = name
         out["scores"][g] = scores
-        control = train_arm(base.model_copy(update={"seed": seed}),
-                            setup.unbiased.with_guidance(guidance), setup.neutral)  # fmt: skip
+        control = train_arm(plain_config(base, seed), setup.unbiased.with_guidance(guidance),
+                            setup.neutral)  # fmt: skip
         out["unbiased"][g] = field_scores(control.field, setup.reference, base)
     return out
 

@@ -94,3 +94,13 @@ def test_two_workers_give_the_same_record_as_one(tmp_path):
         records.append(json.loads(out.read_text()))
     for key in ("runs", "fixed_point", "unbiased_scores", "neutral_equal", "gates", "prompts"):
         assert records[0][key] == records[1][key]
+
+
+def test_controls_run_plain_sjc_although_the_default_config_clips_the_score():
+    benchmark = _load_benchmark()
+    from sjc_dsds.toy.protocol import world_config
+
+    base = world_config("cube", n_steps=5)
+    assert base.score_thres > 0  # the default would clip
+    control = benchmark.plain_config(base, 3)
+    assert (control.score_thres, control.seed) == (0.0, 3)
