@@ -65,8 +65,10 @@ def load_backbone(backbone: str, scene: str, prior: str, args: argparse.Namespac
     cfg = world_config(scene, n_steps=args.n_steps, **flags)
     if backbone == "exact":
         return ToyScoreModel.from_config(cfg, torch.device("cpu")).with_guidance(args.guidance), cfg
+    # The trainer keys a model by its world's config, which carries the world's own prompt.
+    trained_cfg = world_config(scene, **({} if bias is None else {"toy.front_bias": bias}))
     settings = training_settings(args.train_steps)
-    path = model_path(args.cache_dir, scene, prior_cache_key(cfg), settings)
+    path = model_path(args.cache_dir, scene, prior_cache_key(trained_cfg), settings)
     if not path.exists():
         bias_flag = "" if bias is None else f" --front_bias {bias}"
         raise SystemExit(
