@@ -67,3 +67,14 @@ def test_trainer_caches_under_the_world_key_and_reuses_it(tmp_path, capsys):
     noised = torch.randn(2, 3, 32, 32)
     out = model.denoise(noised, 0.5, model.condition("back view of a red cube"))
     assert out.shape == noised.shape and torch.isfinite(out).all()
+
+
+def test_backbone_controls_name_the_training_command_for_a_missing_model(tmp_path):
+    path = SCRIPT.parent / "janus_backbone_controls.py"
+    spec = importlib.util.spec_from_file_location("janus_backbone_controls", path)
+    controls = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = controls
+    spec.loader.exec_module(controls)
+    argv = ["--backbones", "learned", "--scenes", "cube", "--cache_dir", str(tmp_path)]
+    with pytest.raises(SystemExit, match=r"train_toy_denoiser.py --scene cube --n_steps 1200"):
+        controls.main(argv)
