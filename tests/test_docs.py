@@ -45,13 +45,9 @@ def test_decisions_are_numbered_and_record_the_bare_view_phrase() -> None:
 
 
 def test_the_package_has_no_import_cycles() -> None:
-    import importlib.util
+    from experiment_scripts import load_experiment
 
-    spec = importlib.util.spec_from_file_location(
-        "import_graph", REPO / "experiments" / "import_graph.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_experiment("import_graph")
     graph = module.import_graph()
     assert {"sjc_dsds.optimize", "sjc_dsds.evaluate", "sjc_dsds.families"} <= graph.keys()
     assert "sjc_dsds.evaluate" in graph["sjc_dsds.optimize"]  # lazy imports are seen too

@@ -3,23 +3,14 @@ every arm's scores with intervals; G4 (neutral prompt: +prompt equals plain bit 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "janus_benchmark.py"
+from experiment_scripts import load_experiment
 
 
 def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("janus_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    # Registered so that dataclasses and the worker pool can find the module by name.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("janus_benchmark")
 
 
 @pytest.mark.slow

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from experiment_scripts import load_experiment
 
 from sjc_dsds.toy.learned import (
     LearnedToyScoreModel,
@@ -18,8 +16,6 @@ from sjc_dsds.toy.learned import (
 )
 from sjc_dsds.toy.prior import prior_cache_key
 from sjc_dsds.toy.protocol import world_config
-
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "train_toy_denoiser.py"
 
 
 def test_untrained_unet_returns_its_input_at_tiny_sigma_and_not_at_large_sigma():
@@ -36,17 +32,9 @@ def test_untrained_unet_returns_its_input_at_tiny_sigma_and_not_at_large_sigma()
     assert (large - x).abs().mean() > 0.1
 
 
-def _load_trainer():
-    spec = importlib.util.spec_from_file_location("train_toy_denoiser", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_trainer_caches_under_the_world_key_and_reuses_it(tmp_path, capsys):
-    trainer = _load_trainer()
+    trainer = load_experiment("train_toy_denoiser")
     argv = ["--scene", "cube", "--n_steps", "3", "--n_images", "64", "--front_bias", "0"]
     argv += ["--cache_dir", str(tmp_path)]
     assert trainer.main(argv) == 0
@@ -70,11 +58,7 @@ def test_trainer_caches_under_the_world_key_and_reuses_it(tmp_path, capsys):
 
 
 def test_backbone_controls_name_the_training_command_for_a_missing_model(tmp_path):
-    path = SCRIPT.parent / "janus_backbone_controls.py"
-    spec = importlib.util.spec_from_file_location("janus_backbone_controls", path)
-    controls = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = controls
-    spec.loader.exec_module(controls)
+    controls = load_experiment("janus_backbone_controls")
     argv = ["--backbones", "learned", "--scenes", "cube", "--cache_dir", str(tmp_path)]
     with pytest.raises(SystemExit, match=r"train_toy_denoiser.py --scene cube --n_steps 1200"):
         controls.main(argv)
