@@ -26,12 +26,13 @@ import torch
 from sjc_dsds.runtime import cpu_model
 from sjc_dsds.toy.arms import PLAIN, train_arm, view_prompts
 from sjc_dsds.toy.denoiser import ToyScoreModel
-from sjc_dsds.toy.gates import gate_bias
+from sjc_dsds.toy.gates import gate_bias, metric_values
 from sjc_dsds.toy.learned import (
     DEFAULT_CACHE_DIR,
     LearnedToyScoreModel,
     model_path,
     training_settings,
+    training_world,
 )
 from sjc_dsds.toy.metrics import build_reference, field_scores
 from sjc_dsds.toy.prior import prior_cache_key
@@ -65,10 +66,8 @@ def load_backbone(backbone: str, scene: str, prior: str, args: argparse.Namespac
     cfg = world_config(scene, n_steps=args.n_steps, **flags)
     if backbone == "exact":
         return ToyScoreModel.from_config(cfg, torch.device("cpu")).with_guidance(args.guidance), cfg
-    # The trainer keys a model by its world's config, which carries the world's own prompt.
-    trained_cfg = world_config(scene, **({} if bias is None else {"toy.front_bias": bias}))
     settings = training_settings(args.train_steps)
-    path = model_path(args.cache_dir, scene, prior_cache_key(trained_cfg), settings)
+    path = model_path(args.cache_dir, scene, prior_cache_key(training_world(scene, bias)), settings)
     if not path.exists():
         bias_flag = "" if bias is None else f" --front_bias {bias}"
         raise SystemExit(
@@ -112,13 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     for backbone, per_prior in record["runs"].items():
         verdict = {}
         for key in ("janus_rate", "two_faced_rate"):
-            biased, unbiased = (
-                {
-                    scene: {seed: s[key] for seed, s in seeds.items()}
-                    for scene, seeds in per_prior[p].items()
-                }
-                for p in PRIORS
-            )
+            biased, unbiased = (metric_values(per_prior[prior], key) for prior in PRIORS)
             verdict[key] = gate_bias(biased, unbiased)
         record.setdefault("g3", {})[backbone] = verdict
         print(f"{backbone}: G3 rule on janus_rate {'PASS' if verdict['janus_rate'] else 'FAIL'}, "

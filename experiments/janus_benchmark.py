@@ -44,10 +44,11 @@ from sjc_dsds.toy.gates import (
     gate_bias,
     gate_fixed_point,
     gate_reachable,
+    metric_values,
     paired_differences,
 )
 from sjc_dsds.toy.ground_truth import ground_truth_field
-from sjc_dsds.toy.metrics import build_reference, field_scores
+from sjc_dsds.toy.metrics import Reference, build_reference, field_scores
 from sjc_dsds.toy.prior import world_hash
 from sjc_dsds.toy.probes import decision_accuracy, ideal_probe, independent_probe
 from sjc_dsds.toy.protocol import DEV_SCENES, WORLD_FLAGS, scene_prompt, world_config
@@ -109,7 +110,7 @@ class SceneSetup:
     base: SJCConfig
     model: ToyScoreModel
     unbiased: ToyScoreModel
-    reference: Any
+    reference: Reference
     prompts: dict[str, ViewPrompts]
     neutral: ViewPrompts
     probes: dict[str, CaptionProbe]
@@ -278,11 +279,8 @@ def run_all(size: dict, args: argparse.Namespace, record: dict) -> None:
             for name, scores in per_arm.items():
                 record["runs"].setdefault(g, {}).setdefault(name, {}).setdefault(scene, {})[
                     str(seed)] = scores  # fmt: skip
-            control = result["unbiased"][g]
-            record["unbiased_janus"].setdefault(g, {}).setdefault(scene, {})[str(seed)] = (
-                control["janus_rate"])  # fmt: skip
             record["unbiased_scores"].setdefault(g, {}).setdefault(scene, {})[str(seed)] = (
-                control)  # fmt: skip
+                result["unbiased"][g])  # fmt: skip
         for g, reused in result["reused"].items():
             record["reused_runs"].setdefault(g, {}).setdefault(scene, {})[str(seed)] = reused
 
@@ -292,20 +290,16 @@ def neutral_toy(cfg: SJCConfig, scene: str) -> ToyConfig:
     return cfg.toy.model_copy(update={"prompt": scene_prompt(scene, neutral=True)})
 
 
-def per_scene(per_arm: dict, arm: str, key: str) -> dict[str, dict[str, float]]:
-    """{scene: {seed: value}} of one metric of one arm."""
-    return {s: {k: v[key] for k, v in seeds.items()} for s, seeds in per_arm[arm].items()}
-
-
 def gates(record: dict) -> dict[str, dict[str, bool]]:
     """Every gate per guidance (G4 is guidance-free and repeated)."""
     result = {}
     for g, per_arm in record["runs"].items():
         result[g] = {
             "G1_fixed_point": gate_fixed_point(record["fixed_point"][g]),
-            "G2_reachable": gate_reachable(per_scene(per_arm, "oracle_captions", "face_f1")),
+            "G2_reachable": gate_reachable(metric_values(per_arm["oracle_captions"], "face_f1")),
             "G3_bias_present_and_removable": gate_bias(
-                per_scene(per_arm, "plain", "janus_rate"), record["unbiased_janus"][g]
+                metric_values(per_arm["plain"], "janus_rate"),
+                metric_values(record["unbiased_scores"][g], "janus_rate"),
             ),
             "G4_neutral_prompt_bit_equal": all(record["neutral_equal"].values()),
         }
@@ -317,9 +311,8 @@ def gate_diagnostics(record: dict) -> dict[str, dict[str, bool]]:
     around object counts as Janus, but not as two-faced."""
     result = {}
     for g, per_arm in record["runs"].items():
-        unbiased = {s: {k: v["two_faced_rate"] for k, v in seeds.items()}
-                    for s, seeds in record["unbiased_scores"][g].items()}  # fmt: skip
-        plain = per_scene(per_arm, "plain", "two_faced_rate")
+        plain = metric_values(per_arm["plain"], "two_faced_rate")
+        unbiased = metric_values(record["unbiased_scores"][g], "two_faced_rate")
         result[g] = {"G3_on_two_faced_rate": gate_bias(plain, unbiased)}
     return result
 
@@ -385,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{cpu_model()}, {args.workers} workers of 1 torch thread", "tier": args.tier,
         "settings": {**size, "world_flags": WORLD_FLAGS, "disagreement": args.disagreement,
                      "arms": {n: vars(a) for n, a in ARMS.items()}},
-        "runs": {}, "fixed_point": {}, "unbiased_janus": {}, "neutral_equal": {},
+        "runs": {}, "fixed_point": {}, "neutral_equal": {},
         "probe_accuracy": {}, "prompts": {}, "unbiased_scores": {}, "reused_runs": {},
     }  # fmt: skip
     start = time.perf_counter()

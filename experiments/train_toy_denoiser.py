@@ -34,9 +34,9 @@ from sjc_dsds.toy.learned import (
     parameter_count,
     prompt_features,
     training_settings,
+    training_world,
 )
 from sjc_dsds.toy.prior import build_prior_from_config, prior_cache_key
-from sjc_dsds.toy.protocol import world_config
 
 EVAL_T = (10, 50, 100, 200, 300, 500, 700, 969)
 GUIDANCE = (3.0, 10.0, 30.0, 100.0)
@@ -160,10 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from sjc_dsds.toy.learned import LearnedToyScoreModel
 
-    overrides = {} if args.front_bias is None else {"toy.front_bias": args.front_bias}
-    if args.n_images is not None:
-        overrides["toy.n_images"] = args.n_images
-    cfg = world_config(args.scene, **overrides)
+    cfg = training_world(args.scene, args.front_bias, args.n_images)
     prior = build_prior_from_config(cfg, torch.device("cpu"))
     settings = training_settings(args.n_steps, args.batch, args.lr, args.seed)
     path = model_path(args.cache_dir, args.scene, prior_cache_key(cfg), settings)

@@ -27,6 +27,12 @@ G3_MAX_UNBIASED_JANUS = 0.1
 PerScene = Mapping[str, Mapping[str, float]]
 
 
+def metric_values(runs: Mapping[str, Mapping[str, Mapping[str, float]]], key: str) -> PerScene:
+    """{scene: {seed: scores[key]}} of per-run score dicts {scene: {seed: scores}}."""
+    return {scene: {seed: scores[key] for seed, scores in seeds.items()}
+            for scene, seeds in runs.items()}  # fmt: skip
+
+
 def gate_fixed_point(rows: Sequence[Mapping[str, float]]) -> bool:
     """G1 over rows {'start_psnr', 'end_psnr', 'end_pose_error_deg'} (one per scene and arm)."""
     return bool(rows) and all(

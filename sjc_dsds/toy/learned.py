@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sjc_dsds.config import SJCConfig
 from sjc_dsds.score import Conditioning, ScoreModel
 from sjc_dsds.toy.captions import PROBE_VIEWS, ParsedPrompt, parse_prompt
 from sjc_dsds.toy.denoiser import scaled_linear_sigmas
@@ -119,6 +120,21 @@ def training_settings(n_steps: int, batch: int = 32, lr: float = 2e-3, seed: int
     """The training settings a cached model's key covers (experiments/train_toy_denoiser.py)."""
     return {"n_steps": n_steps, "batch": batch, "lr": lr, "seed": seed,
             "dropout": CAPTION_DROPOUT, "widths": list(UNET_WIDTHS)}  # fmt: skip
+
+
+def training_world(
+    scene: str, front_bias: float | None = None, n_images: int | None = None
+) -> SJCConfig:
+    """The world config a model is trained on and keyed by: the benchmark's world of `scene`
+    (its own prompt included), with the prior's front bias or size replaced when given."""
+    from sjc_dsds.toy.protocol import world_config
+
+    overrides: dict = {}
+    if front_bias is not None:
+        overrides["toy.front_bias"] = front_bias
+    if n_images is not None:
+        overrides["toy.n_images"] = n_images
+    return world_config(scene, **overrides)
 
 
 def model_path(cache_dir: Path, scene: str, prior_key: str, settings: dict) -> Path:

@@ -13,9 +13,15 @@ import torch
 from sjc_dsds.toy.scenes import Part, Scene, SignedDistance
 
 
+def reflected(shape: SignedDistance, signs: tuple[float, float, float]) -> SignedDistance:
+    """The shape with each coordinate multiplied by its sign (-1 reflects that axis)."""
+    factors = torch.tensor(signs)
+    return lambda points: shape(points * factors.to(points))
+
+
 def mirrored_x(shape: SignedDistance) -> SignedDistance:
     """The shape reflected through the plane x = 0."""
-    return lambda points: shape(points * torch.tensor([-1.0, 1.0, 1.0]).to(points))
+    return reflected(shape, (-1.0, 1.0, 1.0))
 
 
 def faceless_scene(scene: Scene) -> Scene:
@@ -43,10 +49,7 @@ def two_faced_scene(scene: Scene) -> Scene:
 
 def turned_scene(scene: Scene) -> Scene:
     """`scene` rotated 180 degrees about the vertical (y) axis: (x, z) -> (-x, -z)."""
-    flip = torch.tensor([-1.0, 1.0, -1.0])
-
-    def turned(shape: SignedDistance) -> SignedDistance:
-        return lambda points: shape(points * flip.to(points))
-
-    parts = tuple(Part(turned(p.shape), p.color, p.name, p.role) for p in scene.parts)
+    parts = tuple(
+        Part(reflected(p.shape, (-1.0, 1.0, -1.0)), p.color, p.name, p.role) for p in scene.parts
+    )
     return Scene(f"turned {scene.name}", scene.noun, scene.front_word, scene.back_word, parts)
